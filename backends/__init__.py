@@ -1,0 +1,77 @@
+"""Native fast paths per array library (installed as ``srl.backends``).
+
+The core (``srl/``) is written once against the array API. A backend module here may
+supply a faster implementation of a few primitives for its library — the normal CDF,
+exact GELU and its VJP, 2-D convolutions and their VJPs — which the core picks up
+automatically for plain arrays (jets always take the generic path). Every native op is
+tested equal to the generic one (``tests/test_backends.py``), and can be switched off:
+
+    with srl.backends.use_native(False):
+        ...   # generic array-API code only
+
+The backend modules import their library lazily; a missing library simply means no
+native ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+from typing import Callable, Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeOps:
+    """Optional native implementations; ``None`` means "use the generic code"."""
+
+    name: str
+    ndtr: Optional[Callable] = None  # Φ(x)
+    gelu: Optional[Callable] = None  # x Φ(x)
+    gelu_vjp: Optional[Callable] = None  # (x, g) -> g ⊙ GELU'(x)
+    conv2d: Optional[Callable] = None  # (x, w, b, stride, pad) -> y
+    conv2d_vjp: Optional[Callable] = None  # (gy, x, w, stride, pad, want_params) -> (gx, gw, gb)
+    conv_transpose2d: Optional[Callable] = None  # (x, w, b, stride, pad) -> y
+    conv_transpose2d_vjp: Optional[Callable] = None  # (gy, x, w, stride, pad, want_params) -> (gx, gw, gb)
+
+
+_MODULES = {
+    "array_api_compat.numpy": "numpy",
+    "numpy": "numpy",
+    "array_api_compat.torch": "torch",
+    "torch": "torch",
+    "array_api_compat.cupy": "cupy",
+    "cupy": "cupy",
+}
+_cache: dict = {}
+_enabled = True
+
+
+def native(xp) -> Optional[NativeOps]:
+    """The native ops for namespace ``xp`` (``None`` if none or if disabled)."""
+    if not _enabled:
+        return None
+    key = xp.__name__
+    if key not in _cache:
+        mod = _MODULES.get(key)
+        ops = None
+        if mod is not None:
+            ops = importlib.import_module(f"{__name__}.{mod}").ops()
+        _cache[key] = ops
+    return _cache[key]
+
+
+def native_enabled() -> bool:
+    return _enabled
+
+
+@contextlib.contextmanager
+def use_native(enabled: bool = True):
+    """Temporarily enable or disable all native fast paths."""
+    global _enabled
+    old = _enabled
+    _enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = old

@@ -1,0 +1,97 @@
+"""Short-run Langevin inference, noise-initialised and non-persistent (SPEC §2).
+
+    z_0 ~ N(0, I)
+    z_{k+1} = z_k − A ∇_z E(z_k) + s ⊙ ξ_k,     A = diag(s²/2),  ξ_k ~ N(0, I)      (2.1)
+
+One step size per latent group (broadcast over the group's coordinates). ``q_s(z|x)`` is
+the law of ``z_K``. The noise ``(z_0, ξ_0..ξ_{K-1})`` is an input: ``seed`` only selects
+it through ``srl.random.chain_noise``, so explicit ``z0=``/``noise=`` reproduce a chain
+exactly on any backend.
+"""
+
+from __future__ import annotations
+
+from . import _backend
+from .energy import _grad_z
+from .errors import DivergenceError
+from .random import chain_noise
+from .validate import check_n_steps, check_params, check_sigma, check_step_size, check_x, check_z
+
+
+def langevin_update(z, g, xi, step_size):
+    """One step of eq. (2.1) given ``g = ∇_z E(z)``: ``z − (s²/2) g + s ξ`` per group."""
+    return tuple(zl - (0.5 * s * s) * gl + s * xl for zl, gl, xl, s in zip(z, g, xi, step_size))
+
+
+def all_finite(xp, arrays) -> bool:
+    return all(bool(xp.all(xp.isfinite(a))) for a in arrays)
+
+
+def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
+    """Explicit ``z0``/``noise`` if given (validated), else drawn from ``seed``."""
+    if z0 is None or noise is None:
+        drawn_z0, drawn_noise = chain_noise(seed, n, gen.latent_dims, n_steps, xp=xp, dtype=dtype,
+                                            device=_backend.device(x))
+        z0 = drawn_z0 if z0 is None else z0
+        noise = drawn_noise if noise is None else noise
+    z0 = tuple(z0)
+    check_z(gen, z0, dtype=dtype, n=n, what="z0")
+    noise = [tuple(xi) for xi in noise]
+    if len(noise) != n_steps:
+        raise ValueError(f"noise has {len(noise)} steps but n_steps={n_steps}")
+    for k, xi in enumerate(noise):
+        check_z(gen, xi, dtype=dtype, n=n, what=f"noise[{k}]")
+    return z0, noise
+
+
+def _short_run(xp, gen, params, x, z0, noise, step_size, sigma, *, return_path=False):
+    z = z0
+    path = [z0] if return_path else None
+    for xi in noise:
+        g = _grad_z(xp, gen, params, x, z, sigma)  # ∇_z E(z_k), per example
+        z = langevin_update(z, g, xi, step_size)  # eq. (2.1)
+        if return_path:
+            path.append(z)
+    return z, path
+
+
+def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noise=None,
+              return_path=False):
+    """Run K steps of short-run Langevin inference from noise (SPEC eq. 2.1).
+
+    Parameters
+    ----------
+    gen, params : the generator and its parameters
+    x : ``(n, *gen.out_shape)`` data
+    step_size : float, or one float per latent group (top group first)
+    n_steps : K
+    sigma : observation noise σ
+    seed : selects ``z0`` and the noise (same values on every backend)
+    z0, noise : explicit ``z_0`` (tuple like z) and ``[ξ_0, ..., ξ_{K−1}]``; override seed
+    return_path : also return the whole chain
+
+    Returns
+    -------
+    ``z_K`` (tuple like z); with ``return_path=True``, ``(z_K, path)`` where ``path`` is a
+    tuple like z of ``(K + 1, n, d_l)`` arrays holding ``z_0..z_K``.
+
+    Raises ``DivergenceError`` if ``z_K`` is not finite (the step size is too large).
+    """
+    check_params(gen, params)
+    dtype = next(iter(params.values())).dtype
+    xp = _backend.array_namespace(x, *params.values())
+    n = check_x(gen, x, dtype=dtype)
+    sigma = check_sigma(sigma)
+    K = check_n_steps(n_steps)
+    s = check_step_size(step_size, len(gen.latent_dims))
+    z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)
+    zK, path = _short_run(xp, gen, params, x, z0, noise, s, sigma, return_path=return_path)
+    if not all_finite(xp, zK):
+        raise DivergenceError(
+            f"short-run chain diverged: z_K is not finite after {K} steps with step_size={s}, "
+            f"sigma={sigma}; use a smaller step size"
+        )
+    if return_path:
+        stacked = tuple(xp.stack([zk[l] for zk in path], axis=0) for l in range(len(gen.latent_dims)))
+        return zK, stacked
+    return zK

@@ -1,0 +1,352 @@
+"""Layers with hand-written forward and reverse passes (SPEC §1 layer vocabulary).
+
+Every layer follows the same two-function protocol (llm.c style):
+
+    y, cache = layer.forward(xp, params, x)
+    gx       = layer.backward(xp, params, gy, cache, grads)
+
+``backward`` returns the VJP with respect to the input and, when ``grads`` is a dict,
+stores the parameter VJPs in it under the parameter names of ``docs/models.md``.
+
+Inputs may be plain arrays or jets (``srl.jet``): linear maps go through
+``jet.linear``, nonlinearities through ``elementwise.value``/``vjp``, products through
+the jet's product rule. The same code therefore yields gradients (plain arrays),
+Hessian-vector products (first-order jets) and third-order terms (second-order jets).
+Parameter VJPs are only formed for plain arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from srl.backends import native
+
+from . import conv
+from . import elementwise as ew
+from .jet import Jet, linear
+
+
+class ParamSpec(NamedTuple):
+    """A parameter's name, shape and fan-in (for U(±1/√fan_in) initialisation)."""
+
+    name: str
+    shape: tuple
+    fan_in: int
+
+
+class Layer:
+    """Protocol: ``param_specs``, ``forward``, ``backward``, ``out_shape``."""
+
+    name = ""
+
+    def param_specs(self) -> list:
+        return []
+
+    def out_shape(self, in_shape: tuple) -> tuple:
+        return in_shape
+
+    def forward(self, xp, p, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, xp, p, gy, cache, grads):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _no_param_grads_for_jets(layer, x, grads):
+    if grads is not None and isinstance(x, Jet):
+        raise TypeError(f"{layer.name}: parameter gradients are only formed for plain arrays")
+
+
+# --------------------------------------------------------------------------- linear
+class Dense(Layer):
+    """``y = x Wᵀ + b``; ``W (out, in)``, ``b (out,)``.
+
+    VJPs: ``gx = gy W``, ``gW = gyᵀ x``, ``gb = Σ_n gy``.
+    """
+
+    def __init__(self, name: str, n_in: int, n_out: int, *, bias: bool = True):
+        self.name, self.n_in, self.n_out, self.bias = name, int(n_in), int(n_out), bias
+
+    def param_specs(self):
+        specs = [ParamSpec(f"{self.name}.weight", (self.n_out, self.n_in), self.n_in)]
+        if self.bias:
+            specs.append(ParamSpec(f"{self.name}.bias", (self.n_out,), self.n_in))
+        return specs
+
+    def out_shape(self, in_shape):
+        return (self.n_out,)
+
+    def forward(self, xp, p, x):
+        W = p[f"{self.name}.weight"]  # (out, in)
+        y = linear(xp, lambda v: v @ W.T, x)  # (n, in) @ (in, out) -> (n, out)
+        if self.bias:
+            y = y + p[f"{self.name}.bias"]  # (n, out) + (out,)
+        return y, x
+
+    def backward(self, xp, p, gy, x, grads):
+        _no_param_grads_for_jets(self, x, grads)
+        W = p[f"{self.name}.weight"]  # (out, in)
+        gx = linear(xp, lambda g: g @ W, gy)  # (n, out) @ (out, in) -> (n, in)
+        if grads is not None:
+            grads[f"{self.name}.weight"] = gy.T @ x  # (out, n) @ (n, in) -> (out, in)
+            if self.bias:
+                grads[f"{self.name}.bias"] = xp.sum(gy, axis=0)  # (out,)
+        return gx
+
+
+class Conv2d(Layer):
+    """Cross-correlation with zero padding, PyTorch layout ``W (cout, cin, k, k)``.
+
+    Generic path: gather + matmul (``srl.conv``); a backend's native kernel is used for
+    plain arrays when available (tested equal).
+    """
+
+    def __init__(self, name, cin, cout, k, *, stride=1, pad=0, bias=True):
+        self.name, self.cin, self.cout, self.k = name, int(cin), int(cout), int(k)
+        self.stride, self.pad, self.bias = int(stride), int(pad), bias
+
+    def param_specs(self):
+        fan_in = self.cin * self.k * self.k
+        specs = [ParamSpec(f"{self.name}.weight", (self.cout, self.cin, self.k, self.k), fan_in)]
+        if self.bias:
+            specs.append(ParamSpec(f"{self.name}.bias", (self.cout,), fan_in))
+        return specs
+
+    def out_shape(self, in_shape):
+        c, h, w = in_shape
+        return (
+            self.cout,
+            conv.conv_out_size(h, self.k, self.stride, self.pad),
+            conv.conv_out_size(w, self.k, self.stride, self.pad),
+        )
+
+    def forward(self, xp, p, x):
+        W = p[f"{self.name}.weight"]
+        b = p[f"{self.name}.bias"] if self.bias else None
+        s, pd = self.stride, self.pad
+        if isinstance(x, Jet):
+            y = linear(xp, lambda v: conv.conv2d(xp, v, W, None, stride=s, pad=pd)[0], x, fused=True)
+            return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), (x, None)
+        ops = native(xp)
+        if ops is not None and ops.conv2d is not None:
+            return ops.conv2d(x, W, b, s, pd), (x, None)
+        y, cols = conv.conv2d(xp, x, W, b, stride=s, pad=pd)  # (n, cout, ho, wo)
+        return y, (x, cols)
+
+    def backward(self, xp, p, gy, cache, grads):
+        x, cols = cache
+        _no_param_grads_for_jets(self, x, grads)
+        W = p[f"{self.name}.weight"]
+        s, pd = self.stride, self.pad
+        in_hw = (x.shape[2], x.shape[3])
+        if isinstance(gy, Jet):
+            return linear(xp, lambda g: conv.conv2d_vjp_input(xp, g, W, in_hw, stride=s, pad=pd), gy, fused=True)
+        ops = native(xp)
+        if cols is None:  # forward took the native path
+            gx, gw, gb = ops.conv2d_vjp(gy, x, W, s, pd, grads is not None)
+        else:
+            gx = conv.conv2d_vjp_input(xp, gy, W, in_hw, stride=s, pad=pd)
+            gw, gb = (conv.conv2d_vjp_params(xp, gy, cols, W.shape, bias=self.bias)
+                      if grads is not None else (None, None))
+        if grads is not None:
+            grads[f"{self.name}.weight"] = gw
+            if self.bias:
+                grads[f"{self.name}.bias"] = gb
+        return gx
+
+
+class ConvTranspose2d(Layer):
+    """Transposed convolution, PyTorch layout ``W (cin, cout, k, k)``; output
+    ``(H − 1)s − 2p + k`` (SPEC §1 uses k5 s1 p2 / k3 s1 p1 and k4 s2 p1)."""
+
+    def __init__(self, name, cin, cout, k, *, stride=1, pad=0, bias=True):
+        self.name, self.cin, self.cout, self.k = name, int(cin), int(cout), int(k)
+        self.stride, self.pad, self.bias = int(stride), int(pad), bias
+
+    def param_specs(self):
+        fan_in = self.cin * self.k * self.k
+        specs = [ParamSpec(f"{self.name}.weight", (self.cin, self.cout, self.k, self.k), fan_in)]
+        if self.bias:
+            specs.append(ParamSpec(f"{self.name}.bias", (self.cout,), fan_in))
+        return specs
+
+    def out_shape(self, in_shape):
+        c, h, w = in_shape
+        return (
+            self.cout,
+            conv.conv_transpose_out_size(h, self.k, self.stride, self.pad),
+            conv.conv_transpose_out_size(w, self.k, self.stride, self.pad),
+        )
+
+    def forward(self, xp, p, x):
+        W = p[f"{self.name}.weight"]
+        b = p[f"{self.name}.bias"] if self.bias else None
+        s, pd = self.stride, self.pad
+        if isinstance(x, Jet):
+            y = linear(xp, lambda v: conv.conv_transpose2d(xp, v, W, None, stride=s, pad=pd), x, fused=True)
+            return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), x
+        ops = native(xp)
+        if ops is not None and ops.conv_transpose2d is not None:
+            return ops.conv_transpose2d(x, W, b, s, pd), x
+        return conv.conv_transpose2d(xp, x, W, b, stride=s, pad=pd), x
+
+    def backward(self, xp, p, gy, x, grads):
+        _no_param_grads_for_jets(self, x, grads)
+        W = p[f"{self.name}.weight"]
+        s, pd = self.stride, self.pad
+        if isinstance(gy, Jet):
+            return linear(
+                xp,
+                lambda g: conv.conv_transpose2d_vjp(xp, g, None, W, stride=s, pad=pd,
+                                                    want_params=False, bias=False)[0],
+                gy,
+                fused=True,
+            )
+        want = grads is not None
+        ops = native(xp)
+        if ops is not None and ops.conv_transpose2d_vjp is not None:
+            gx, gw, gb = ops.conv_transpose2d_vjp(gy, x, W, s, pd, want)
+        else:
+            gx, gw, gb = conv.conv_transpose2d_vjp(xp, gy, x, W, stride=s, pad=pd,
+                                                   want_params=want, bias=self.bias)
+        if want:
+            grads[f"{self.name}.weight"] = gw
+            if self.bias:
+                grads[f"{self.name}.bias"] = gb
+        return gx
+
+
+class Reshape(Layer):
+    """Reshape the per-example shape (C order, like torch ``view``)."""
+
+    def __init__(self, in_shape: tuple, out_shape: tuple):
+        if math.prod(in_shape) != math.prod(out_shape):
+            raise ValueError(f"cannot reshape {in_shape} to {out_shape}")
+        self.in_shape, self.shape = tuple(in_shape), tuple(out_shape)
+        self.name = f"reshape{self.shape}"
+
+    def out_shape(self, in_shape):
+        return self.shape
+
+    def forward(self, xp, p, x):
+        return linear(xp, lambda v: xp.reshape(v, (v.shape[0], *self.shape)), x), None
+
+    def backward(self, xp, p, gy, cache, grads):
+        return linear(xp, lambda g: xp.reshape(g, (g.shape[0], *self.in_shape)), gy)
+
+
+# ---------------------------------------------------------------------- elementwise
+class Activation(Layer):
+    """``y = f(x)`` elementwise; VJP ``gx = f'(x) ⊙ gy`` (``srl.elementwise``)."""
+
+    def __init__(self, prim: ew.Elementwise):
+        self.prim = prim
+        self.name = prim.name
+
+    def forward(self, xp, p, x):
+        return ew.value(xp, self.prim, x), x
+
+    def backward(self, xp, p, gy, x, grads):
+        return ew.vjp(xp, self.prim, x, gy)
+
+
+def GELU():
+    return Activation(ew.GELU)
+
+
+def Softplus():
+    return Activation(ew.SOFTPLUS)
+
+
+def Tanh():
+    return Activation(ew.TANH)
+
+
+def Clamp(lo: float, hi: float):
+    return Activation(ew.Clamp(lo, hi))
+
+
+class Shift(Layer):
+    """``y = x + c`` for a constant c (the ``+ 1e-8`` of the variance head)."""
+
+    def __init__(self, c: float):
+        self.c = float(c)
+        self.name = f"shift({self.c:g})"
+
+    def forward(self, xp, p, x):
+        return x + self.c, None
+
+    def backward(self, xp, p, gy, cache, grads):
+        return gy
+
+
+# ------------------------------------------------------------------------ structure
+class Sequential(Layer):
+    """Composition; ``backward`` runs the layers' VJPs in reverse order."""
+
+    def __init__(self, *layers: Layer, name: str = ""):
+        self.layers = list(layers)
+        self.name = name
+
+    def param_specs(self):
+        return [s for layer in self.layers for s in layer.param_specs()]
+
+    def out_shape(self, in_shape):
+        for layer in self.layers:
+            in_shape = layer.out_shape(in_shape)
+        return in_shape
+
+    def forward(self, xp, p, x):
+        caches = []
+        for layer in self.layers:
+            x, c = layer.forward(xp, p, x)
+            caches.append(c)
+        return x, caches
+
+    def backward(self, xp, p, gy, caches, grads):
+        for layer, c in zip(reversed(self.layers), reversed(caches)):
+            gy = layer.backward(xp, p, gy, c, grads)
+        return gy
+
+
+class Residual(Layer):
+    """``y = body(x) + x``; VJP ``gx = body_vjp(gy) + gy``."""
+
+    def __init__(self, body: Sequential, name: str = ""):
+        self.body, self.name = body, name
+
+    def param_specs(self):
+        return self.body.param_specs()
+
+    def out_shape(self, in_shape):
+        out = self.body.out_shape(in_shape)
+        if tuple(out) != tuple(in_shape):
+            raise ValueError(f"residual block {self.name!r} changes shape {in_shape} -> {out}")
+        return out
+
+    def forward(self, xp, p, x):
+        y, cache = self.body.forward(xp, p, x)
+        return y + x, cache
+
+    def backward(self, xp, p, gy, cache, grads):
+        return self.body.backward(xp, p, gy, cache, grads) + gy
+
+
+class Injection:
+    """Stochastic injection ``u = μ + exp(v/2) ⊙ z`` (SPEC §1, non-centred form).
+
+    VJPs with ``e = exp(v/2)``:  ``gμ = gu``,  ``gv = ½ e ⊙ z ⊙ gu``,  ``gz = e ⊙ gu``.
+    """
+
+    name = "injection"
+
+    def forward(self, xp, mu, v, z):
+        e = ew.value(xp, ew.EXP, v * 0.5)  # (n, d)
+        return mu + e * z, (e, z)
+
+    def backward(self, xp, gu, cache):
+        e, z = cache
+        gz = e * gu  # (n, d)
+        gv = (e * z) * gu * 0.5  # (n, d)
+        return gu, gv, gz

@@ -1,0 +1,48 @@
+"""Portable seeded noise (SPEC §2, §7; draw order in docs/models.md "Noise").
+
+The core math never draws random numbers: noise is an argument. This module is the one
+place that turns a ``seed`` into arrays. Every draw is made in float64 by
+``numpy.random.default_rng(seed)`` on the host and then cast and moved to the backend, so
+the same seed gives the same values on NumPy, PyTorch (CPU or CUDA), CuPy and
+array-api-strict, up to the final dtype rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._backend import from_numpy
+
+
+def host_rng(seed) -> np.random.Generator:
+    """``numpy.random.default_rng(seed)``; a Generator passes through unchanged."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def standard_normal_groups(rng, n: int, latent_dims, *, xp, dtype, device) -> tuple:
+    """One draw like ``z``: for each group l in order, ``rng.standard_normal((n, d_l))``."""
+    return tuple(
+        from_numpy(xp, rng.standard_normal((n, d)), dtype=dtype, device=device) for d in latent_dims
+    )
+
+
+def chain_noise(seed, n: int, latent_dims, n_steps: int, *, xp, dtype, device):
+    """Noise for a short-run chain (SPEC eq. 2.1): ``(z0, [xi_0, ..., xi_{K-1}])``.
+
+    Draw order: ``z0`` group by group, then for k = 0..K-1 each ``xi_k`` group by group.
+    """
+    rng = host_rng(seed)
+    z0 = standard_normal_groups(rng, n, latent_dims, xp=xp, dtype=dtype, device=device)
+    noise = [
+        standard_normal_groups(rng, n, latent_dims, xp=xp, dtype=dtype, device=device)
+        for _ in range(n_steps)
+    ]
+    return z0, noise
+
+
+def rademacher(rng, shape, *, xp, dtype, device):
+    """Rademacher (±1) probes for Hutchinson trace estimates (SPEC §4)."""
+    signs = rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
+    return from_numpy(xp, signs, dtype=dtype, device=device)

@@ -1,0 +1,106 @@
+"""Input checks for the public functions: errors that name the problem.
+
+The hot loops call the private functions directly; these checks run once per public call.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import _backend
+from .errors import DTypeError, NonFiniteError, ShapeError
+
+
+def _shape(a):
+    return tuple(int(s) for s in a.shape)
+
+
+def check_params(gen, params) -> None:
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be the dict returned by gen.init(), got {type(params).__name__}")
+    expected = {s.name: tuple(s.shape) for s in gen.param_specs()}
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        raise ShapeError(
+            f"params do not match {gen!r}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}"
+        )
+    dtypes = set()
+    for name, shape in expected.items():
+        got = _shape(params[name])
+        if got != shape:
+            raise ShapeError(f"parameter {name!r} has shape {got}, expected {shape}")
+        dtypes.add(str(params[name].dtype))
+    if len(dtypes) > 1:
+        raise DTypeError(f"parameters mix dtypes {sorted(dtypes)}; use one of float32/float64")
+
+
+def _dtype_check(what, a, dtype):
+    if dtype is not None and a.dtype != dtype:
+        raise DTypeError(f"{what} has dtype {a.dtype} but the parameters have dtype {dtype}")
+
+
+def check_x(gen, x, *, dtype=None, finite: bool = True) -> int:
+    """Check data ``x (n, *out_shape)``; returns n."""
+    shape = _shape(x)
+    if len(shape) != 1 + len(gen.out_shape) or shape[1:] != gen.out_shape:
+        raise ShapeError(f"x has shape {shape}, expected (n, {', '.join(map(str, gen.out_shape))})")
+    if shape[0] < 1:
+        raise ShapeError("x is empty (n = 0)")
+    _dtype_check("x", x, dtype)
+    if finite:
+        xp = _backend.array_namespace(x)
+        if not bool(xp.all(xp.isfinite(x))):
+            raise NonFiniteError("x contains NaN or inf values; clean the data before inference")
+    return shape[0]
+
+
+def check_z(gen, z, *, dtype=None, n=None, what="z") -> int:
+    """Check a latent tuple like ``gen.prior(n)``; returns n."""
+    if not isinstance(z, (tuple, list)):
+        raise TypeError(f"{what} must be a tuple with one (n, d_l) array per latent group, got {type(z).__name__}")
+    if len(z) != len(gen.latent_dims):
+        raise ShapeError(f"{what} has {len(z)} groups, the generator has {len(gen.latent_dims)} {gen.latent_dims}")
+    for l, (a, d) in enumerate(zip(z, gen.latent_dims)):
+        shape = _shape(a)
+        if len(shape) != 2 or shape[1] != d or (n is not None and shape[0] != n):
+            want = f"({n if n is not None else 'n'}, {d})"
+            raise ShapeError(f"{what}[{l}] has shape {shape}, expected {want}")
+        if n is None:
+            n = shape[0]
+        _dtype_check(f"{what}[{l}]", a, dtype)
+    return n
+
+
+def check_sigma(sigma) -> float:
+    try:
+        s = float(sigma)
+    except (TypeError, ValueError):
+        raise TypeError(f"sigma must be a positive number, got {sigma!r}") from None
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"sigma must be a positive finite number (observation noise std), got {sigma!r}")
+    return s
+
+
+def check_step_size(step_size, n_groups: int) -> tuple:
+    """A float or one value per group → a tuple of ``n_groups`` positive floats."""
+    if hasattr(step_size, "__len__"):
+        values = [float(v) for v in _backend.to_numpy(step_size).reshape(-1)] if hasattr(step_size, "shape") else [float(v) for v in step_size]
+        if len(values) != n_groups:
+            raise ShapeError(f"step_size has {len(values)} values but the generator has {n_groups} latent groups")
+    else:
+        try:
+            values = [float(step_size)] * n_groups
+        except (TypeError, ValueError):
+            raise TypeError(f"step_size must be a float or one float per group, got {step_size!r}") from None
+    for v in values:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"step_size must be positive and finite, got {step_size!r}")
+    return tuple(values)
+
+
+def check_n_steps(n_steps) -> int:
+    if int(n_steps) != n_steps or int(n_steps) < 0:
+        raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}")
+    return int(n_steps)
