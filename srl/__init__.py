@@ -19,10 +19,11 @@ from .errors import (
 )
 from .generator import Generator
 from .langevin import short_run
+from .objectives import stepsize_objective
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "models", "Generator", "energy", "grad_z", "grad_params", "hvp_z", "hessian_z", "short_run",
+    "models", "Generator", "energy", "grad_z", "grad_params", "hvp_z", "hessian_z", "short_run", "stepsize_objective",
     "ShapeError", "DTypeError", "NonFiniteError", "BackendUnavailableError", "DivergenceError",
 ]
