@@ -23,8 +23,28 @@ def langevin_update(z, g, xi, step_size):
     return tuple(zl - (0.5 * s * s) * gl + s * xl for zl, gl, xl, s in zip(z, g, xi, step_size))
 
 
+#: |z| beyond this is no posterior sample of an N(0, I)-prior model: the chain is unstable.
+DIVERGED_ABS_Z = 1e6
+
+
 def all_finite(xp, arrays) -> bool:
     return all(bool(xp.all(xp.isfinite(a))) for a in arrays)
+
+
+def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
+    """Raise ``DivergenceError`` if ``z_K`` is non-finite or has exploded (|z| > 1e6).
+
+    The noise-free linearisation of (2.1) is stable only while (s²/2)·λ_max(H) < 2, and
+    λ_max(H) ≥ 1 because of the prior term, so every s > 2 diverges.
+    """
+    finite = all_finite(xp, z)
+    if finite and all(bool(xp.all(xp.abs(a) <= DIVERGED_ABS_Z)) for a in z):
+        return
+    state = "is not finite" if not finite else f"exceeds {DIVERGED_ABS_Z:g} in magnitude"
+    raise DivergenceError(
+        f"{what} diverged: z_K {state} after {n_steps} steps with step_size={step_size}, "
+        f"sigma={sigma}; use a smaller step size (stability needs s²/2 · λ_max(H) < 2)"
+    )
 
 
 def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
@@ -86,11 +106,7 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
     s = check_step_size(step_size, len(gen.latent_dims))
     z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)
     zK, path = _short_run(xp, gen, params, x, z0, noise, s, sigma, return_path=return_path)
-    if not all_finite(xp, zK):
-        raise DivergenceError(
-            f"short-run chain diverged: z_K is not finite after {K} steps with step_size={s}, "
-            f"sigma={sigma}; use a smaller step size"
-        )
+    check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=K)
     if return_path:
         stacked = tuple(xp.stack([zk[l] for zk in path], axis=0) for l in range(len(gen.latent_dims)))
         return zK, stacked

@@ -38,7 +38,7 @@ from . import _backend
 from .energy import LOG_2PI, _grad_z, _value_and_grad, columns_to_matrix, unit_directions
 from .errors import DivergenceError
 from .jet import Jet
-from .langevin import langevin_update, resolve_noise
+from .langevin import check_chain, langevin_update, resolve_noise
 from .logdet import exact_logdet_terms
 from .random import host_rng, rademacher
 from .validate import check_n_steps, check_params, check_sigma, check_step_size, check_x
@@ -222,6 +222,7 @@ def _jacobian(ch, params, x, z0, noise, sigma, *, want_grad, logdet="exact", rng
             grad = grad + dterm
             t = ch.tangent_update(t, g, Ht, xi)  # (4.2)
         z = langevin_update(z, g, xi, ch.s)  # (2.1)
+    check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=len(noise), what="step-size objective chain")
     energy, gK, _ = _value_and_grad(xp, ch.gen, params, x, z, sigma)
     values = log_normal(xp, z0) - sum_logdet + energy
     if want_grad:
@@ -264,6 +265,7 @@ def _reverse(ch, params, x, z0, noise, sigma, *, want_grad):
             grad = grad + xp.permute_dims(acc, (1, 0))
             t, Ht = t_next, Ht_next
         z, g = z_next, g_next
+    check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=K, what="step-size objective chain")
     values = values + energy
     if want_grad:
         grad = grad + ch.dot_tangent(g, t)  # g_K · t_K

@@ -1,0 +1,97 @@
+"""Shared fixtures: the backend enum, the ``xp`` fixture, and Hypothesis profiles.
+
+Backends that are not installed (or have no device) are skipped, never failed, so the
+default run works on a CPU-only machine; GPU backends carry the ``gpu`` marker.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Deterministic property tests: CI must not flake on a new random example.
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, max_examples=12, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", deadline=None, max_examples=40, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("SRL_HYPOTHESIS_PROFILE", "ci"))
+
+
+class Backend(enum.Enum):
+    """Backends the suite runs on, with the module each one needs."""
+
+    NUMPY = "numpy"
+    TORCH = "torch"
+    ARRAY_API_STRICT = "array_api_strict"
+    TORCH_CUDA = "torch:cuda"
+    CUPY = "cupy"
+
+    @property
+    def module(self) -> str:
+        return self.value.split(":")[0]
+
+    @property
+    def is_gpu(self) -> bool:
+        return self in (Backend.TORCH_CUDA, Backend.CUPY)
+
+
+def _gpu_available(backend: Backend) -> bool:
+    if backend is Backend.TORCH_CUDA:
+        import torch
+
+        return torch.cuda.is_available()
+    if backend is Backend.CUPY:
+        try:
+            import cupy
+
+            return cupy.cuda.runtime.getDeviceCount() > 0
+        except Exception:
+            return False
+    return True
+
+
+def _params(backends):
+    return [pytest.param(b, id=b.value, marks=[pytest.mark.gpu] if b.is_gpu else []) for b in backends]
+
+
+ALL_BACKENDS = list(Backend)
+NON_NUMPY = [b for b in Backend if b is not Backend.NUMPY]
+
+
+def require(backend: Backend) -> Backend:
+    pytest.importorskip(backend.module)
+    if not _gpu_available(backend):
+        pytest.skip(f"{backend.value}: no CUDA device")
+    return backend
+
+
+@pytest.fixture(params=_params(ALL_BACKENDS))
+def backend(request) -> Backend:
+    """Every backend that is usable here."""
+    return require(request.param)
+
+
+@pytest.fixture(params=_params(NON_NUMPY))
+def other_backend(request) -> Backend:
+    """Every usable backend except NumPy (compared against NumPy)."""
+    return require(request.param)
+
+
+@pytest.fixture
+def xp(backend):
+    import srl._backend as B
+
+    return B.namespace(backend.value)[0]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20201912)
