@@ -650,6 +650,6 @@ def iw_reverse_objective(module, x, *, step_size, z0s, noises, sigma):
         [-_objective_values(module, x, s, z0, noise, float(sigma), "reverse") for z0, noise in zip(z0s, noises)],
         dim=0,
     )  # (M, n)
-    val = -(torch.logsumexp(log_w, dim=0))
+    val = -(torch.logsumexp(log_w, dim=0) - math.log(len(z0s)))
     (grad,) = torch.autograd.grad(val.sum(), s)
     return val.detach(), grad
