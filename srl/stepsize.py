@@ -1,0 +1,166 @@
+"""Step-size optimisers: grid search (the paper's option) and Adam on log s (SPEC §4).
+
+Both minimise a step-size objective (``kind="jacobian"``, J_jac of eq. 4.1, or
+``kind="reverse"``, −log w of eq. 5.1) averaged over a minibatch, on common random
+numbers (every candidate of one update sees the same chain noise). They are meant to be
+called inside training every N iterations on a subset of the batch (``srl.train``).
+
+Divergence — a non-finite or exploding chain, or a singular ``I − A H_k`` — is detected
+(``DivergenceError`` from the objective): a grid candidate that diverges is discarded,
+and when the current step size itself diverges it is multiplied by ``backoff``; every
+such event raises a ``StepSizeWarning`` saying what happened.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from . import _backend
+from .errors import DivergenceError
+from .objectives import KINDS, stepsize_objective
+
+
+class StepSizeWarning(UserWarning):
+    """A step size was discarded or backed off because the chain diverged."""
+
+
+@dataclass
+class StepSizeUpdate:
+    """What one optimiser call did."""
+
+    step_size: tuple  # the new step sizes, one per group
+    objective: float  # mean objective at the new step size (nan if unknown)
+    grad: Optional[tuple] = None  # mean gradient per group (gradient method)
+    diverged: bool = False  # whether a back-off happened
+    evaluated: dict = field(default_factory=dict)  # grid: candidate tuple -> mean objective
+
+
+def _mean_objective(gen, params, x, s, *, kind, n_steps, sigma, seed, **opts):
+    values, grad = stepsize_objective(gen, params, x, step_size=s, n_steps=n_steps, sigma=sigma, seed=seed,
+                                      kind=kind, **opts)
+    n = values.shape[0]
+    return float(_backend.to_numpy(values).mean()), _backend.to_numpy(grad) / n
+
+
+class GridSearch:
+    """Pick the step size with the lowest mean objective on a grid (the paper's option).
+
+    ``candidates``: absolute step sizes to try; otherwise ``factors`` times the current
+    value (a local multiplicative grid). With ``tied=True`` all groups share one value;
+    otherwise the groups are swept one after another (coordinate descent), each over
+    the same grid with the others held fixed.
+    """
+
+    def __init__(self, *, kind: str = "jacobian", candidates=None, factors=(0.5, 0.71, 1.0, 1.41, 2.0),
+                 tied: bool = True, backoff: float = 0.5, **objective_options):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if candidates is not None and (len(candidates) == 0 or min(candidates) <= 0):
+            raise ValueError("candidates must be a non-empty list of positive step sizes")
+        self.kind, self.tied, self.backoff = kind, tied, float(backoff)
+        self.candidates = None if candidates is None else tuple(float(c) for c in candidates)
+        self.factors = tuple(float(f) for f in factors)
+        self.options = objective_options
+
+    def _grid(self, current):
+        if self.candidates is not None:
+            return self.candidates
+        return tuple(current * f for f in self.factors)
+
+    def __call__(self, gen, params, x, step_size, *, n_steps, sigma, seed=0) -> StepSizeUpdate:
+        s = list(step_size)
+        L = len(s)
+        evaluated = {}
+
+        def score(cand):
+            key = tuple(round(c, 12) for c in cand)
+            if key not in evaluated:
+                try:
+                    evaluated[key] = _mean_objective(gen, params, x, cand, kind=self.kind, n_steps=n_steps,
+                                                     sigma=sigma, seed=seed, **self.options)[0]
+                except DivergenceError as exc:
+                    warnings.warn(f"step size {key} discarded: {exc}", StepSizeWarning, stacklevel=3)
+                    evaluated[key] = math.inf
+            return evaluated[key]
+
+        groups = [list(range(L))] if self.tied else [[j] for j in range(L)]
+        for members in groups:
+            grid = self._grid(s[members[0]])
+            best, best_val = None, math.inf
+            for c in grid:
+                cand = list(s)
+                for j in members:
+                    cand[j] = c
+                val = score(cand)
+                if val < best_val:
+                    best, best_val = c, val
+            if best is None:  # everything diverged: back off from the current value
+                for j in members:
+                    s[j] *= self.backoff
+                warnings.warn(f"every grid step size diverged; backing off to {tuple(s)}", StepSizeWarning,
+                              stacklevel=2)
+                return StepSizeUpdate(tuple(s), math.nan, diverged=True, evaluated=evaluated)
+            for j in members:
+                s[j] = best
+        return StepSizeUpdate(tuple(s), score(s), evaluated=evaluated)
+
+
+class AdamLogStep:
+    """Adam on ``log s`` with the exact objective gradient (``∂/∂ log s = s ∂/∂s``).
+
+    ``tied=True`` keeps one shared value (the group gradients are summed). On divergence
+    the step size is multiplied by ``backoff``, the Adam moments are reset and a
+    ``StepSizeWarning`` is raised. ``min_step``/``max_step`` bound the result.
+    """
+
+    def __init__(self, *, kind: str = "reverse", lr: float = 0.05, betas=(0.9, 0.999), eps: float = 1e-8,
+                 tied: bool = False, backoff: float = 0.5, min_step: float = 1e-5, max_step: float = 2.0,
+                 **objective_options):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind, self.lr, self.betas, self.eps = kind, float(lr), tuple(betas), float(eps)
+        self.tied, self.backoff = tied, float(backoff)
+        self.min_step, self.max_step = float(min_step), float(max_step)
+        self.options = objective_options
+        self.m = self.v = None
+        self.t = 0
+
+    def state_dict(self) -> dict:
+        return {"m": None if self.m is None else self.m.tolist(), "v": None if self.v is None else self.v.tolist(),
+                "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.m = None if state["m"] is None else np.asarray(state["m"], dtype=float)
+        self.v = None if state["v"] is None else np.asarray(state["v"], dtype=float)
+        self.t = int(state["t"])
+
+    def __call__(self, gen, params, x, step_size, *, n_steps, sigma, seed=0) -> StepSizeUpdate:
+        s = np.asarray(step_size, dtype=float)
+        try:
+            value, grad = _mean_objective(gen, params, x, tuple(s), kind=self.kind, n_steps=n_steps, sigma=sigma,
+                                          seed=seed, **self.options)
+        except DivergenceError as exc:
+            new = np.clip(s * self.backoff, self.min_step, self.max_step)
+            warnings.warn(f"step size {tuple(s)} diverged ({exc}); backing off to {tuple(new)}", StepSizeWarning,
+                          stacklevel=2)
+            self.m = self.v = None
+            self.t = 0
+            return StepSizeUpdate(tuple(float(v) for v in new), math.nan, diverged=True)
+        g = grad * s  # ∂/∂ log s
+        if self.tied:
+            g = np.full_like(g, g.sum())
+        if self.m is None:
+            self.m, self.v = np.zeros_like(g), np.zeros_like(g)
+        b1, b2 = self.betas
+        self.t += 1
+        self.m = b1 * self.m + (1 - b1) * g
+        self.v = b2 * self.v + (1 - b2) * g * g
+        mhat, vhat = self.m / (1 - b1**self.t), self.v / (1 - b2**self.t)
+        log_s = np.log(s) - self.lr * mhat / (np.sqrt(vhat) + self.eps)
+        new = np.clip(np.exp(log_s), self.min_step, self.max_step)
+        return StepSizeUpdate(tuple(float(v) for v in new), value, grad=tuple(float(v) for v in grad))
