@@ -19,11 +19,11 @@ from .errors import (
 )
 from .generator import Generator
 from .langevin import short_run
-from .objectives import stepsize_objective
+from .objectives import objective_values, stepsize_objective
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "models", "Generator", "energy", "grad_z", "grad_params", "hvp_z", "hessian_z", "short_run", "stepsize_objective",
+    "models", "Generator", "energy", "grad_z", "grad_params", "hvp_z", "hessian_z", "short_run", "stepsize_objective", "objective_values",
     "ShapeError", "DTypeError", "NonFiniteError", "BackendUnavailableError", "DivergenceError",
 ]

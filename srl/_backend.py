@@ -160,6 +160,14 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def backend_name(xp) -> str:
+    """The backend name (``"numpy"``, ``"torch"``, ...) of a namespace."""
+    for name in BACKENDS:
+        if is_namespace(xp, name):
+            return name
+    raise ValueError(f"namespace {xp.__name__} is not one of srl's backends {BACKENDS}")
+
+
 def is_namespace(xp, name: str) -> bool:
     """True when ``xp`` is (the compat wrapper of) the library ``name``."""
     mod = xp.__name__

@@ -48,8 +48,9 @@ def _energy(xp, gen, params, x, z, sigma):
     return _energy_from(xp, gen, z, x_hat - x, sigma)
 
 
-def _value_and_grad(xp, gen, params, x, z, sigma, *, want_params=False, want_energy=True):
-    """``(E (n,) or None, ∇_z Σ E tuple, ∇_θ Σ E dict or None)``.
+def _value_and_grad(xp, gen, params, x, z, sigma, *, want_params=False, want_energy=True,
+                    want_residual=False):
+    """``(E (n,) or None, ∇_z Σ E tuple, ∇_θ Σ E dict or None)`` [+ residual ``g(z) − x``].
 
     ``z`` may hold jets (then ``∇_z`` holds jets and ``E`` is evaluated at the primal).
     """
@@ -62,6 +63,8 @@ def _value_and_grad(xp, gen, params, x, z, sigma, *, want_params=False, want_ene
     energy = None
     if want_energy:
         energy = _energy_from(xp, gen, tuple(primal(zl) for zl in z), primal(residual), sigma)
+    if want_residual:
+        return energy, gz, grads, primal(residual)
     return energy, gz, grads
 
 

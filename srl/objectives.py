@@ -311,6 +311,37 @@ def _objective(ch, params, x, z0, noise, sigma, *, kind, want_grad, n_chains, **
     return -lme, grad
 
 
+def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, noise, n_chains, logdet,
+              n_probes, series_terms, probe_seed, want_grad):
+    """Validate the inputs once, draw the noise, run the objective."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if logdet not in LOGDETS:
+        raise ValueError(f"logdet must be one of {LOGDETS}, got {logdet!r}")
+    if logdet != "exact" and kind != "jacobian":
+        raise ValueError("logdet applies to kind='jacobian' only")
+    check_params(gen, params)
+    dtype = next(iter(params.values())).dtype
+    xp = _backend.array_namespace(x, *params.values())
+    n = check_x(gen, x, dtype=dtype)
+    sigma = check_sigma(sigma)
+    K = check_n_steps(n_steps)
+    s = check_step_size(step_size, len(gen.latent_dims))
+    M = int(n_chains)
+    if M < 1:
+        raise ValueError(f"n_chains must be a positive integer, got {n_chains!r}")
+    z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n * M)
+    ch = _Chain(xp, gen, s, dtype, _backend.device(x))
+    opts = {}
+    if kind == "jacobian":
+        if probe_seed is None:
+            probe_seed = [seed, 7919] if isinstance(seed, int) else 7919
+        opts = dict(logdet=logdet, n_probes=n_probes, series_terms=series_terms, rng=host_rng(probe_seed))
+    values, per_example = _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=want_grad,
+                                     n_chains=M, **opts)
+    return xp, values, per_example
+
+
 def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kind="jacobian",
                        z0=None, noise=None, n_chains: int = 1, logdet: str = "exact",
                        n_probes: int = 8, series_terms: int = 8, probe_seed=None,
@@ -338,31 +369,24 @@ def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kin
     ``(values (n,), grad (L,))`` with ``grad = ∂ values.sum() / ∂ s``; each value is an
     upper bound on ``−log p_θ(x)`` in expectation over the noise.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if logdet not in LOGDETS:
-        raise ValueError(f"logdet must be one of {LOGDETS}, got {logdet!r}")
-    if logdet != "exact" and kind != "jacobian":
-        raise ValueError("logdet applies to kind='jacobian' only")
-    check_params(gen, params)
-    dtype = next(iter(params.values())).dtype
-    xp = _backend.array_namespace(x, *params.values())
-    n = check_x(gen, x, dtype=dtype)
-    sigma = check_sigma(sigma)
-    K = check_n_steps(n_steps)
-    s = check_step_size(step_size, len(gen.latent_dims))
-    M = int(n_chains)
-    if M < 1:
-        raise ValueError(f"n_chains must be a positive integer, got {n_chains!r}")
-    z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n * M)
-    ch = _Chain(xp, gen, s, dtype, _backend.device(x))
-    opts = {}
-    if kind == "jacobian":
-        opts = dict(logdet=logdet, n_probes=n_probes, series_terms=series_terms,
-                    rng=host_rng(probe_seed if probe_seed is not None else (seed if isinstance(seed, int) else 0) + 7919))
-    values, per_example = _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=True,
-                                     n_chains=M, **opts)
+    xp, values, per_example = _evaluate(
+        gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=seed, kind=kind, z0=z0,
+        noise=noise, n_chains=n_chains, logdet=logdet, n_probes=n_probes, series_terms=series_terms,
+        probe_seed=probe_seed, want_grad=True)
     grad = xp.sum(per_example, axis=0)
     if return_per_example:
         return values, grad, per_example
     return values, grad
+
+
+def objective_values(gen, params, x, *, step_size, n_steps, sigma, seed=0, kind="jacobian", z0=None,
+                     noise=None, n_chains: int = 1, logdet: str = "exact", n_probes: int = 8,
+                     series_terms: int = 8, probe_seed=None):
+    """The values of ``stepsize_objective`` without the gradient (no tangents: cheaper).
+
+    ``−values`` are per-example lower bounds on ``log p_θ(x)`` in expectation (ELBOs).
+    """
+    return _evaluate(
+        gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=seed, kind=kind, z0=z0,
+        noise=noise, n_chains=n_chains, logdet=logdet, n_probes=n_probes, series_terms=series_terms,
+        probe_seed=probe_seed, want_grad=False)[1]
