@@ -17,6 +17,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ def load(path) -> dict:
                     m[key[7:]] = data[key]
                 elif key.startswith("adam/v/"):
                     v[key[7:]] = data[key]
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {exc}") from exc
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format {meta.get('format_version')}, expected {FORMAT_VERSION}")

@@ -24,6 +24,16 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("SRL_HYPOTHESIS_PROFILE", "ci"))
 
+# One intra-op thread per test process: the suite runs under pytest-xdist on small CI
+# machines, and OpenMP workers spinning against another process's work make torch
+# timings erratic (the numbers do not change).
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
+
 
 class Backend(enum.Enum):
     """Backends the suite runs on, with the module each one needs."""

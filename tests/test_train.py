@@ -1,0 +1,153 @@
+"""Learning (SPEC §3), checkpoints, resume, and the CLI (issue: training and the main job)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+import srl
+from srl import checkpoint
+from srl.train import TrainConfig, load_run, train
+
+# A run small enough for CI: 200 digits, batch 50, 4 iterations per epoch.
+SMALL = dict(limit=200, model="mlp", latent_dims=(2, 3), hidden=16, batch_size=50, n_steps=5, step_every=2,
+             step_subset=8, lr=3e-3, eval_n_bound=20, eval_iw_chains=2)
+
+
+def _cfg(tmp_path, name="run", **kw):
+    return TrainConfig(**{**SMALL, "out": str(tmp_path / name), **kw})
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "array_api_strict"])
+def test_short_training_lowers_the_loss(tmp_path, backend):
+    pytest.importorskip(backend)
+    res = train(_cfg(tmp_path, epochs=6, backend=backend, dtype="float32", step_method="gradient"), progress=False,
+                evaluate_at_end=False)
+    energy = [h["energy"] for h in res.history]
+    mse = [h["mse"] for h in res.history]
+    # mean over the first and the last epoch (4 iterations each): learning must show
+    assert np.mean(energy[-4:]) < 0.8 * np.mean(energy[:4])
+    assert np.mean(mse[-4:]) < np.mean(mse[:4])
+    assert all(len(h["step_size"]) == 2 for h in res.history)
+
+
+@pytest.mark.parametrize("method,objective", [("gradient", "reverse"), ("grid", "jacobian"), ("fixed", "reverse")])
+def test_resume_equals_an_uninterrupted_run(tmp_path, method, objective):
+    full = train(_cfg(tmp_path, "full", epochs=3, step_method=method, step_objective=objective, dtype="float64"),
+                 progress=False, evaluate_at_end=False)
+    cfg = _cfg(tmp_path, "parts", epochs=3, step_method=method, step_objective=objective, dtype="float64")
+    train(cfg, progress=False, evaluate_at_end=False, max_iterations=5)  # "interrupted" after 5 of 12
+    assert checkpoint.load(tmp_path / "parts" / "checkpoint.npz")["meta"]["iteration"] == 5
+    resumed = train(cfg, resume=True, progress=False, evaluate_at_end=False)
+    for k in full.params:  # bit-identical parameters, step sizes and history
+        np.testing.assert_array_equal(resumed.params[k], full.params[k])
+    assert resumed.step_size == full.step_size
+    assert resumed.history == full.history
+    lines = (tmp_path / "parts" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == list(range(1, 13))
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    train(_cfg(tmp_path, epochs=1), progress=False, evaluate_at_end=False)
+    with pytest.raises(ValueError, match="different configuration.*sigma"):
+        train(_cfg(tmp_path, epochs=2, sigma=0.3), resume=True, progress=False, evaluate_at_end=False)
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "ck.npz"
+    params = {"w": np.arange(3.0)}
+    checkpoint.save(path, params=params, adam={"t": 1, "m": {}, "v": {}}, meta={"iteration": 1})
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, params={"w": np.zeros(3)}, adam={"t": 2, "m": {}, "v": {}}, meta={"iteration": 2})
+    assert path.read_bytes() == before  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]  # no partial file left
+    assert checkpoint.load(path)["meta"]["iteration"] == 1
+
+
+def test_truncated_checkpoint_is_reported(tmp_path):
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, params={"w": np.arange(3.0)}, adam={"t": 0, "m": {}, "v": {}}, meta={})
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable or truncated"):
+        checkpoint.load(path)
+
+
+def test_unwritable_output_directory(tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc/srl-cannot-write-here"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        target = str(ro / "run")
+    with pytest.raises(PermissionError, match="not writable"):
+        train(TrainConfig(**{**SMALL, "out": target, "epochs": 1}), progress=False)
+
+
+def test_bad_training_arguments(tmp_path):
+    with pytest.raises(ValueError, match="step_method"):
+        train(_cfg(tmp_path, step_method="newton"), progress=False)
+    with pytest.raises(ValueError, match="batch_size 500 exceeds"):
+        train(_cfg(tmp_path, batch_size=500), progress=False)
+    with pytest.raises(srl.data.DataFilesMissing, match="train-images-idx3-ubyte"):
+        train(_cfg(tmp_path, data="mnist", root=str(tmp_path)), progress=False)
+
+
+def test_full_run_writes_artifacts_and_metrics(tmp_path):
+    res = train(_cfg(tmp_path, epochs=2), progress=False)
+    out = tmp_path / "run"
+    for name in ("metrics.jsonl", "training.png", "samples.png", "reconstructions.png", "checkpoint.npz",
+                 "config.json", "summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    m = res.metrics
+    for key in ("mse_per_pixel", "neg_elbo_jacobian_nats", "neg_elbo_reverse_nats", "neg_iw2_elbo_reverse_nats",
+                "frechet_digits"):
+        assert np.isfinite(m[key]), key
+    # bits/dim are nats / (D ln 2) with D = 64
+    assert m["neg_elbo_jacobian_bpd"] == pytest.approx(m["neg_elbo_jacobian_nats"] / (64 * np.log(2)))
+    gen, params, s, cfg = load_run(out)
+    assert s == res.step_size and cfg.hidden == 16
+    for k in params:
+        np.testing.assert_array_equal(params[k], res.params[k])
+
+
+def test_cli_subcommands(tmp_path, capsys):
+    from srl.cli import main
+
+    out = tmp_path / "cli"
+    args = ["train", "--limit", "200", "--model", "mlp", "--latent-dims", "2,3", "--hidden", "8", "--batch-size", "50",
+            "--n-steps", "3", "--epochs", "1", "--step-method", "grid", "--step-objective", "jacobian", "--out",
+            str(out), "--no-progress", "--no-eval"]
+    assert main(args) == 0
+    assert (out / "checkpoint.npz").exists()
+    assert main(["sample", str(out), "-n", "9"]) == 0
+    assert (out / "samples.png").exists()
+    assert main(["reconstruct", str(out), "-n", "8", "-o", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").exists()
+    capsys.readouterr()
+    assert main(["eval", str(out), "--n-bound", "10", "--iw-chains", "2", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n_bound"] == 10 and np.isfinite(metrics["mse_per_pixel"])
+    # bad input gives exit status 2 and a message, not a traceback
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["train", "--sigma", "-1", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "sigma must be a positive" in capsys.readouterr().err
+
+
+def test_nan_pixels_are_rejected_before_training(tmp_path):
+    d = srl.data.load("digits")
+    bad = d.train.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(srl.NonFiniteError):
+        srl.data.check_images(bad)
