@@ -72,8 +72,20 @@ def _params(backends):
     return [pytest.param(b, id=b.value, marks=[pytest.mark.gpu] if b.is_gpu else []) for b in backends]
 
 
-ALL_BACKENDS = list(Backend)
-NON_NUMPY = [b for b in Backend if b is not Backend.NUMPY]
+def _selected():
+    """All backends, or those named in $SRL_TEST_BACKENDS (comma-separated), e.g. by tox."""
+    names = os.environ.get("SRL_TEST_BACKENDS")
+    if not names:
+        return list(Backend)
+    wanted = {n.strip() for n in names.split(",") if n.strip()}
+    unknown = wanted - {b.value for b in Backend}
+    if unknown:
+        raise ValueError(f"SRL_TEST_BACKENDS names unknown backends {sorted(unknown)}")
+    return [b for b in Backend if b.value in wanted]
+
+
+ALL_BACKENDS = _selected()
+NON_NUMPY = [b for b in ALL_BACKENDS if b is not Backend.NUMPY]
 
 
 def require(backend: Backend) -> Backend:

@@ -1,0 +1,352 @@
+"""Benchmarks: srl (NumPy, PyTorch) against a plain PyTorch autograd implementation.
+
+    python benchmarks/run.py                 # everything that runs on this machine
+    python benchmarks/run.py --suite core    # energy gradient and K=25 chain (issue: core)
+    python benchmarks/run.py --suite stepsize --ks 25,100
+    python benchmarks/run.py --devices cpu,cuda   # add GPU rows where a device exists
+
+Every ratio is measured in one run against the same model with the same weights: the
+baseline is ``srl.interop.torch.TorchGenerator`` (nn.Linear/Conv2d/ConvTranspose2d,
+F.gelu) differentiated by ``torch.autograd``, written as a user would write it. Times are
+medians over repetitions after a warm-up; peak memory is measured in a fresh subprocess
+per configuration (max RSS above the process's baseline, so it includes everything the
+library allocates). Results go to stdout as a Markdown table and to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SIGMA = 0.3
+
+
+def models():
+    import srl
+
+    return {
+        "mlp": srl.models.mlp(latent_dims=(4, 8), hidden=32, out_shape=(1, 8, 8)),
+        "conv": srl.models.conv(latent_dims=(8, 16), out_shape=(1, 8, 8), channels=16),
+        "paper": srl.models.paper(),
+    }
+
+
+def median_time(fn, *, reps, warmup=1, sync=None):
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------- workloads
+class Workload:
+    """One model, batch, backend: callables for each measured operation."""
+
+    def __init__(self, model_name, backend, device, batch, dtype="float32"):
+        import srl
+        from srl import _backend as B
+
+        self.gen = models()[model_name]
+        self.backend, self.device, self.batch = backend, device, batch
+        gen = self.gen
+        xp, dev = B.namespace(backend, device)
+        self.xp = xp
+        host_x = np.tanh(np.random.default_rng(0).standard_normal((batch, *gen.out_shape)))
+        self.params = gen.init(seed=0, backend=backend, dtype=dtype, device=device)
+        self.x = B.from_numpy(xp, host_x, dtype=B.resolve_dtype(xp, dtype), device=dev)
+        self.z = gen.prior(batch, seed=1, backend=backend, dtype=dtype, device=device)
+        self.sync = None
+        if backend == "torch" and "cuda" in str(device or ""):
+            import torch
+
+            self.sync = torch.cuda.synchronize
+        if backend == "cupy":
+            import cupy
+
+            self.sync = cupy.cuda.Device().synchronize
+        self.srl = srl
+
+    def grad(self):
+        return self.srl.grad_z(self.gen, self.params, self.x, self.z, sigma=SIGMA)
+
+    def chain(self, K, s=0.05):
+        return self.srl.short_run(self.gen, self.params, self.x, step_size=s, n_steps=K, sigma=SIGMA, seed=0)
+
+    def objective(self, K, kind, s=0.05, **kw):
+        return self.srl.stepsize_objective(self.gen, self.params, self.x, step_size=s, n_steps=K, sigma=SIGMA,
+                                           seed=0, kind=kind, **kw)
+
+    def train_step(self, K, s=0.05):
+        from srl.evaluate import batch_value_and_param_grad
+
+        zK = self.chain(K, s)
+        return batch_value_and_param_grad(self.xp, self.gen, self.params, self.x, zK, SIGMA)
+
+
+class TorchAutograd:
+    """The baseline: the same generator as a torch.nn.Module, derivatives by autograd."""
+
+    def __init__(self, model_name, device, batch, dtype="float32"):
+        import torch
+
+        import srl
+        from srl.interop import torch as ti
+
+        self.torch = torch
+        gen = models()[model_name]
+        self.gen = gen
+        params = gen.init(seed=0, backend="numpy", dtype=dtype)
+        dev = torch.device(device or "cpu")
+        self.module = ti.to_torch(gen, params, device=dev)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        tdt = getattr(torch, dtype)
+        host_x = np.tanh(np.random.default_rng(0).standard_normal((batch, *gen.out_shape)))
+        self.x = torch.as_tensor(host_x, dtype=tdt, device=dev)
+        self.z = tuple(torch.as_tensor(a, dtype=tdt, device=dev) for a in gen.prior(batch, seed=1))
+        self.dev, self.dtype = dev, tdt
+        self.sync = torch.cuda.synchronize if dev.type == "cuda" else None
+        self.ti = ti
+        self.noise_cache = {}
+        self.srl = srl
+
+    def energy_sum(self, z):
+        xh = self.module(*z)
+        quad = sum((zl * zl).sum() for zl in z) * 0.5
+        return quad + ((self.x - xh) ** 2).sum() / (2 * SIGMA**2)
+
+    def grad(self, z=None, create_graph=False):
+        z = tuple(zl.detach().requires_grad_(True) for zl in (z or self.z)) if not create_graph else z
+        return self.torch.autograd.grad(self.energy_sum(z), z, create_graph=create_graph)
+
+    def noise(self, K):
+        if K not in self.noise_cache:
+            xp = self.srl._backend.namespace("numpy")[0]
+            z0, xi = self.srl.random.chain_noise(0, self.x.shape[0], self.gen.latent_dims, K, xp=xp,
+                                                 dtype=np.float64, device="cpu")
+            conv = lambda t: tuple(self.torch.as_tensor(a, dtype=self.dtype, device=self.dev) for a in t)  # noqa: E731
+            self.noise_cache[K] = (conv(z0), [conv(n) for n in xi])
+        return self.noise_cache[K]
+
+    def chain(self, K, s=0.05):
+        z0, xi = self.noise(K)
+        z = z0
+        for k in range(K):
+            g = self.grad(z)
+            z = tuple((zl - 0.5 * s * s * gl + s * nl).detach() for zl, gl, nl in zip(z, g, xi[k]))
+        return z
+
+    def objective(self, K, kind, s=0.05):
+        z0, xi = self.noise(K)
+        return self.ti.stepsize_objective(self.module, self.x, step_size=s, z0=z0, noise=xi, sigma=SIGMA, kind=kind)
+
+    def train_step(self, K, s=0.05):
+        zK = self.chain(K, s)
+        for p in self.module.parameters():
+            p.requires_grad_(True)
+        E = self.energy_sum(tuple(z.detach() for z in zK)) / self.x.shape[0]
+        grads = self.torch.autograd.grad(E, list(self.module.parameters()))
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        return grads
+
+
+# -------------------------------------------------------------------- measurements
+def peak_rss_mb(spec: dict) -> float:
+    """Max RSS (MB) of a fresh process running one operation, minus its baseline."""
+    code = (
+        "import json,sys,resource; sys.path.insert(0, %r); import run as b; spec=json.loads(%r);"
+        "w=b.make(spec); base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "b.op(w, spec)(); peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "print(json.dumps({'mb': (peak-base)/1024}))"
+    ) % (str(HERE), json.dumps(spec))
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
+    if out.returncode != 0:
+        return float("nan")
+    return json.loads(out.stdout.strip().splitlines()[-1])["mb"]
+
+
+def make(spec):
+    if spec["impl"] == "autograd":
+        return TorchAutograd(spec["model"], spec.get("device"), spec["batch"])
+    return Workload(spec["model"], spec["impl"], spec.get("device"), spec["batch"])
+
+
+def op(w, spec):
+    what, K = spec["op"], spec.get("K", 25)
+    if what == "grad":
+        return w.grad
+    if what == "chain":
+        return lambda: w.chain(K)
+    if what == "train":
+        return lambda: w.train_step(K)
+    if what in ("reverse", "jacobian"):
+        return lambda: w.objective(K, what)
+    if what == "jacobian_hutchinson":
+        return lambda: w.objective(K, "jacobian", logdet="hutchinson", n_probes=4, series_terms=4)
+    raise ValueError(what)
+
+
+def impls(devices):
+    out = []
+    for dev in devices:
+        if dev == "cpu":
+            out += [("numpy", None), ("torch", "cpu")]
+        elif dev.startswith("cuda"):
+            out += [("torch", dev)]
+            try:
+                import cupy  # noqa: F401
+
+                out += [("cupy", None)]
+            except ImportError:
+                pass
+    return out
+
+
+def baseline_device(impl, device):
+    return device if (impl == "torch" and device) else ("cuda" if impl == "cupy" else "cpu")
+
+
+def fmt_ms(t):
+    return f"{t * 1e3:.2f}" if t < 10 else f"{t:.2f} s"
+
+
+def suite_core(devices, reps, rows):
+    """Energy gradient and one K=25 chain, batch 64, mlp and conv at digits size."""
+    for model in ("mlp", "conv"):
+        for impl, device in impls(devices):
+            base = TorchAutograd(model, baseline_device(impl, device), 64)
+            w = Workload(model, impl, device, 64)
+            for name, f, g, r in (("energy gradient", w.grad, base.grad, reps * 10),
+                                  ("K=25 chain", lambda: w.chain(25), lambda: base.chain(25), reps)):
+                t_srl = median_time(f, reps=r, sync=w.sync)
+                t_ag = median_time(g, reps=r, sync=base.sync)
+                rows.append({"suite": "core", "model": model, "batch": 64, "op": name,
+                             "impl": f"srl-{impl}" + (f"[{device}]" if device and device != "cpu" else ""),
+                             "baseline": f"torch.autograd[{baseline_device(impl, device)}]",
+                             "srl_s": t_srl, "autograd_s": t_ag, "ratio": t_srl / t_ag})
+                print(_row(rows[-1]), flush=True)
+
+
+def suite_stepsize(devices, reps, rows, ks, paper_batch, paper_k, memory):
+    """Step-size gradients vs a plain chain and vs autograd through the chain."""
+    for model, batch, kset in (("mlp", 64, ks), ("conv", 64, ks), ("paper", paper_batch, (paper_k,))):
+        for impl, device in impls(devices):
+            w = Workload(model, impl, device, batch)
+            base = TorchAutograd(model, baseline_device(impl, device), batch)
+            for K in kset:
+                kinds = ["reverse"] if model == "paper" else ["reverse", "jacobian"]
+                if model == "paper":
+                    kinds.append("jacobian_hutchinson")
+                t_chain = median_time(lambda: w.chain(K), reps=reps, sync=w.sync)
+                for kind in kinds:
+                    spec = {"impl": impl, "device": device, "model": model, "batch": batch, "K": K, "op": kind}
+                    t_obj = median_time(op(w, spec), reps=max(1, reps // 2), sync=w.sync)
+                    row = {"suite": "stepsize", "model": model, "batch": batch, "K": K, "op": f"{kind} s-gradient",
+                           "impl": f"srl-{impl}" + (f"[{device}]" if device and device != "cpu" else ""),
+                           "srl_s": t_obj, "chain_s": t_chain, "vs_chain": t_obj / t_chain}
+                    if kind != "jacobian_hutchinson" and not (model == "paper" and kind == "jacobian"):
+                        t_ag = median_time(lambda: base.objective(K, kind), reps=max(1, reps // 2), sync=base.sync)
+                        row.update(autograd_s=t_ag, ratio=t_obj / t_ag,
+                                   baseline=f"torch.autograd[{baseline_device(impl, device)}]")
+                    if memory and impl in ("numpy", "torch") and (device in (None, "cpu")):
+                        row["srl_peak_mb"] = peak_rss_mb(spec)
+                        row["chain_peak_mb"] = peak_rss_mb(dict(spec, op="chain"))
+                        row["mem_vs_chain"] = row["srl_peak_mb"] / max(row["chain_peak_mb"], 1e-9)
+                        if "autograd_s" in row:
+                            row["autograd_peak_mb"] = peak_rss_mb(dict(spec, impl="autograd"))
+                    rows.append(row)
+                    print(_row(row), flush=True)
+
+
+def suite_train(devices, reps, rows):
+    """One training iteration (K=25 chain + θ-gradient), batch 100."""
+    for model in ("mlp", "conv"):
+        for impl, device in impls(devices):
+            w = Workload(model, impl, device, 100)
+            base = TorchAutograd(model, baseline_device(impl, device), 100)
+            t_srl = median_time(lambda: w.train_step(25), reps=reps, sync=w.sync)
+            t_ag = median_time(lambda: base.train_step(25), reps=reps, sync=base.sync)
+            rows.append({"suite": "train", "model": model, "batch": 100, "K": 25, "op": "training iteration",
+                         "impl": f"srl-{impl}" + (f"[{device}]" if device and device != "cpu" else ""),
+                         "baseline": f"torch.autograd[{baseline_device(impl, device)}]",
+                         "srl_s": t_srl, "autograd_s": t_ag, "ratio": t_srl / t_ag})
+            print(_row(rows[-1]), flush=True)
+
+
+def _row(r):
+    parts = [r["suite"], r["model"], f"n={r['batch']}", r["op"] + (f" K={r['K']}" if "K" in r else ""), r["impl"],
+             fmt_ms(r["srl_s"])]
+    if "autograd_s" in r:
+        parts += [f"autograd {fmt_ms(r['autograd_s'])}", f"ratio {r['ratio']:.2f}"]
+    if "vs_chain" in r:
+        parts += [f"vs chain {r['vs_chain']:.2f}"]
+    if "srl_peak_mb" in r:
+        parts += [f"peak {r['srl_peak_mb']:.0f} MB (chain {r['chain_peak_mb']:.0f}, "
+                  f"autograd {r.get('autograd_peak_mb', float('nan')):.0f})"]
+    return " | ".join(parts)
+
+
+def environment():
+    env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+           "numpy": np.__version__}
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return env
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default="all", choices=["all", "core", "stepsize", "train"])
+    ap.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--ks", default="25,100", help="chain lengths for the step-size suite")
+    ap.add_argument("--paper-batch", type=int, default=16)
+    ap.add_argument("--paper-k", type=int, default=25)
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--json", default=str(HERE / "results.json"))
+    a = ap.parse_args(argv)
+    devices = [d.strip() for d in a.devices.split(",") if d.strip()]
+    rows = []
+    print(json.dumps(environment()))
+    if a.suite in ("all", "core"):
+        suite_core(devices, a.reps, rows)
+    if a.suite in ("all", "train"):
+        suite_train(devices, a.reps, rows)
+    if a.suite in ("all", "stepsize"):
+        suite_stepsize(devices, a.reps, rows, tuple(int(k) for k in a.ks.split(",")), a.paper_batch, a.paper_k,
+                       memory=not a.no_memory)
+    Path(a.json).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
+    print(f"wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()
