@@ -160,6 +160,25 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def blas_threads(n):
+    """Context manager limiting NumPy's BLAS to ``n`` threads (``None``: leave it alone).
+
+    On small models the matmuls are tiny and interleaved with elementwise work; idle
+    OpenBLAS workers then spin on the other cores and slow the main thread down (measured
+    2-3× on 2-core machines), so ``srl train`` and the benchmarks use one BLAS thread for
+    the NumPy backend by default.
+    """
+    import contextlib
+
+    if not n:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(n), user_api="blas")
+
+
 def backend_name(xp) -> str:
     """The backend name (``"numpy"``, ``"torch"``, ...) of a namespace."""
     for name in BACKENDS:

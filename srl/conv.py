@@ -1,22 +1,30 @@
 """2-D convolutions from array-API gathers and matmuls (SPEC §1: Conv2d, ConvTranspose2d).
 
-The array API has no convolution and no scatter, so every convolution-like map here is
-*gather, then matmul*:
+The array API has no convolution and no scatter. Every convolution-like map here — the
+forward passes and the input-VJPs of Conv2d and ConvTranspose2d — is one *gather-matmul*
 
-    cols[n, c·k² + t, p] = x_pad[n, c, idx[t, p]]            (take; one zero slot pads)
-    y[n, o, p]           = Σ_{c,t} W2[o, c·k² + t] cols[n, c·k² + t, p]        (matmul)
+    y[n, q, o] = Σ_{t, c} x[n, idx[q, t], c] · W[t, c, o]                 (channels last)
+
+where ``idx[q, t]`` is the input position that output position q reads through kernel
+offset t (or a zero slot for padding / holes). It is evaluated in whichever order moves
+less data:
+
+* gather first (im2col): ``cols[(n, q), (t, c)] = x[n, idx[q, t], c]``, then
+  ``y = cols @ W`` — gathers ``k²·Cin`` values per output position;
+* matmul first: ``patches[n, p, (t, o)] = Σ_c x[n, p, c] W[t, c, o]``, then
+  ``y[n, q, o] = Σ_t patches[n, idx[q, t], t, o]`` — gathers ``k²·Cout`` values.
 
 A convolution maps a "big" grid (H, W) to a "small" grid (Ho, Wo) with kernel k, stride
 s and zero padding p, ``Ho = (H + 2p − k) // s + 1``. Two index maps describe it:
 
-* ``fwd[t, (i, j)] = (i·s + a − p, j·s + b − p)`` in the big grid (t = (a, b)), and
-* ``bwd[t, (r, c)] = ((r + p − a)/s, (c + p − b)/s)`` in the small grid when that is
+* ``fwd[(i, j), t] = (i·s + a − p, j·s + b − p)`` in the big grid (t = (a, b)), and
+* ``bwd[(r, c), t] = ((r + p − a)/s, (c + p − b)/s)`` in the small grid when that is
   an integer position inside it,
 
-with out-of-range entries pointing at the zero slot. ``fwd`` gathers for Conv2d's forward
-and ConvTranspose2d's input-VJP; ``bwd`` (the transpose of ``fwd`` as a relation) gathers
-for Conv2d's input-VJP and ConvTranspose2d's forward, so no scatter-add is ever needed.
-Weight VJPs are ``tensordot``s of an output gradient with gathered columns.
+``fwd`` serves Conv2d's forward and ConvTranspose2d's input-VJP; ``bwd`` (the transpose
+of ``fwd`` as a relation) serves Conv2d's input-VJP and ConvTranspose2d's forward, so no
+scatter-add is ever needed. Weight VJPs are one matmul of gathered columns with the
+output gradient.
 
 Weights use PyTorch layouts: Conv2d ``(cout, cin, k, k)``, ConvTranspose2d
 ``(cin, cout, k, k)``.
@@ -41,115 +49,159 @@ def conv_transpose_out_size(size: int, k: int, stride: int, pad: int) -> int:
     return (size - 1) * stride - 2 * pad + k
 
 
+def _with_offsets(idx, n_in: int, kk: int):
+    """Index into ``(n_in·kk + 1)`` rows for the matmul-first order (``idx·kk + t``)."""
+    q = idx.reshape(-1, kk)
+    t = np.arange(kk)[None, :]
+    return np.where(q < n_in, q * kk + t, n_in * kk).reshape(-1)
+
+
 @functools.lru_cache(maxsize=None)
 def _index_maps(H: int, W: int, k: int, stride: int, pad: int):
-    """Host index maps ``(fwd, bwd)``, each flattened to 1-D in (t, position) order."""
+    """Host index maps ``(fwd, bwd)``, each flattened to 1-D in (position, t) order."""
     Ho, Wo = conv_out_size(H, k, stride, pad), conv_out_size(W, k, stride, pad)
-    a = np.arange(k)[:, None, None, None]  # kernel row
-    b = np.arange(k)[None, :, None, None]  # kernel col
-    i = np.arange(Ho)[None, None, :, None]
-    j = np.arange(Wo)[None, None, None, :]
-    r, c = i * stride + a - pad, j * stride + b - pad  # (k, k, Ho, Wo)
+    i = np.arange(Ho)[:, None, None, None]
+    j = np.arange(Wo)[None, :, None, None]
+    a = np.arange(k)[None, None, :, None]  # kernel row
+    b = np.arange(k)[None, None, None, :]  # kernel col
+    r, c = i * stride + a - pad, j * stride + b - pad  # (Ho, Wo, k, k)
     ok = (r >= 0) & (r < H) & (c >= 0) & (c < W)
-    fwd = np.where(ok, r * W + c, H * W).reshape(k * k * Ho * Wo)
-    r = np.arange(H)[None, None, :, None]
-    c = np.arange(W)[None, None, None, :]
+    fwd = np.where(ok, r * W + c, H * W).reshape(Ho * Wo * k * k)
+    r = np.arange(H)[:, None, None, None]
+    c = np.arange(W)[None, :, None, None]
     ni, nj = r + pad - a, c + pad - b  # stride multiples of the small-grid position
     i, j = ni // stride, nj // stride
     ok = (ni % stride == 0) & (nj % stride == 0) & (i >= 0) & (i < Ho) & (j >= 0) & (j < Wo)
-    bwd = np.where(ok, i * Wo + j, Ho * Wo).reshape(k * k * H * W)
+    bwd = np.where(ok, i * Wo + j, Ho * Wo).reshape(H * W * k * k)
     return fwd.astype(np.int64), bwd.astype(np.int64), (Ho, Wo)
+
+
+class _Map:
+    """One direction of a geometry on one device: gather indices for both orders."""
+
+    def __init__(self, xp, device, idx, n_in, kk):
+        self.kk, self.n_in = kk, n_in
+        self.idx = xp.asarray(idx, dtype=xp.int64, device=device)  # (P_out·kk,) into n_in + 1 rows
+        self.idx_t = xp.asarray(_with_offsets(idx, n_in, kk), dtype=xp.int64, device=device)
 
 
 _device_maps: dict = {}
 
 
 def index_maps(xp, device, H, W, k, stride, pad):
-    """``(fwd, bwd, (Ho, Wo))`` as ``xp`` integer arrays on ``device`` (cached)."""
+    """``(fwd, bwd, (Ho, Wo))`` as ``_Map`` objects on ``device`` (cached)."""
     key = (xp.__name__, str(device), H, W, k, stride, pad)
     if key not in _device_maps:
-        fwd, bwd, out = _index_maps(H, W, k, stride, pad)
-        _device_maps[key] = (
-            xp.asarray(fwd, dtype=xp.int64, device=device),
-            xp.asarray(bwd, dtype=xp.int64, device=device),
-            out,
-        )
+        fwd, bwd, (Ho, Wo) = _index_maps(H, W, k, stride, pad)
+        _device_maps[key] = (_Map(xp, device, fwd, H * W, k * k), _Map(xp, device, bwd, Ho * Wo, k * k),
+                             (Ho, Wo))
     return _device_maps[key]
 
 
-def gather_columns(xp, x, idx, kk: int):
-    """``x (N, C, h, w)`` → columns ``(N, C·kk, P)`` with ``P = len(idx) // kk``."""
+def channels_last(xp, x):
+    """``(N, C, h, w)`` → ``(N·h·w, C)``."""
     N, C = x.shape[0], x.shape[1]
-    flat = xp.reshape(x, (N, C, -1))  # (N, C, h·w)
-    zero = xp.zeros((N, C, 1), dtype=x.dtype, device=_device(x))
-    padded = xp.concat([flat, zero], axis=2)  # (N, C, h·w + 1): last slot is the zero pad
-    cols = xp.take(padded, idx, axis=2)  # (N, C, kk·P)
-    return xp.reshape(cols, (N, C * kk, -1))
+    return xp.reshape(xp.permute_dims(xp.reshape(x, (N, C, -1)), (0, 2, 1)), (-1, C))
 
 
-def _contract(xp, w2, cols, out_hw):
-    """``w2 (O, CK) @ cols (N, CK, P)`` → ``(N, O, *out_hw)``."""
-    y = w2 @ cols  # (N, O, P), w2 broadcast over the batch
-    return xp.reshape(y, (cols.shape[0], w2.shape[0], *out_hw))
+def channels_first(xp, y, N, hw):
+    """``(N·h·w, C)`` → ``(N, C, h, w)``."""
+    C = y.shape[1]
+    return xp.reshape(xp.permute_dims(xp.reshape(y, (N, -1, C)), (0, 2, 1)), (N, C, *hw))
 
 
-def _wgrad(xp, gy, cols):
-    """``Σ_{n,p} gy[n, o, p] cols[n, j, p]`` → ``(O, J)``."""
-    N, O = gy.shape[0], gy.shape[1]
-    return xp.tensordot(xp.reshape(gy, (N, O, -1)), cols, axes=([0, 2], [0, 2]))
+def _take_rows(xp, a, idx):
+    """``a (N, R, C)`` with a zero row appended, gathered along axis 1 by ``idx``."""
+    zero = xp.zeros((a.shape[0], 1, a.shape[2]), dtype=a.dtype, device=_device(a))
+    return xp.take(xp.concat([a, zero], axis=1), idx, axis=1)
 
 
-def conv2d(xp, x, w, b, *, stride: int, pad: int):
-    """Conv2d forward, ``x (N, Cin, H, W)``, ``w (Cout, Cin, k, k)`` → ``(y, cols)``."""
-    cout, cin, k, _ = w.shape
+def gather_columns(xp, x, m: _Map):
+    """im2col: ``x (N, C, h, w)`` → ``(N·P_out, kk·C)``."""
+    N, C = x.shape[0], x.shape[1]
+    cols = _take_rows(xp, xp.reshape(channels_last(xp, x), (N, -1, C)), m.idx)  # (N, P_out·kk, C)
+    return xp.reshape(cols, (-1, m.kk * C))
+
+
+def gather_matmul(xp, x, m: _Map, wmat, out_hw, *, keep_cols: bool = False):
+    """``y = gather(x, m) @ wmat`` in the cheaper order (see the module docstring).
+
+    x: (N, Cin, h, w);  wmat: (kk·Cin, Cout), row ``t·Cin + c``.
+    Returns ``(y (N, Cout, *out_hw), cols or None)``; ``keep_cols`` forces im2col order
+    and returns the columns (needed for a weight VJP).
+    """
+    N, cin = x.shape[0], x.shape[1]
+    cout = wmat.shape[1]
+    if keep_cols or cin <= cout:
+        cols = gather_columns(xp, x, m)  # (N·P_out, kk·Cin)
+        return channels_first(xp, cols @ wmat, N, out_hw), (cols if keep_cols else None)
+    # matmul first: per-offset contributions of every input position, then gather-and-sum
+    w_by_c = xp.reshape(xp.permute_dims(xp.reshape(wmat, (m.kk, cin, cout)), (1, 0, 2)), (cin, m.kk * cout))
+    patches = channels_last(xp, x) @ w_by_c  # (N·h·w, kk·Cout)
+    picked = _take_rows(xp, xp.reshape(patches, (N, -1, cout)), m.idx_t)  # (N, P_out·kk, Cout)
+    y = xp.sum(xp.reshape(picked, (-1, m.kk, cout)), axis=1)  # (N·P_out, Cout)
+    return channels_first(xp, y, N, out_hw), None
+
+
+def _kernel_matrix(xp, w, order):
+    """Weights permuted to ``order`` (kh, kw, in, out axes) and flattened to ``(k²·in, out)``."""
+    m = xp.permute_dims(w, order)
+    return xp.reshape(m, (-1, m.shape[3]))
+
+
+def conv2d(xp, x, w, b, *, stride: int, pad: int, keep_cols: bool = False):
+    """Conv2d forward, ``x (N, Cin, H, W)``, ``w (Cout, Cin, k, k)`` → ``(y, cols or None)``."""
+    k = w.shape[2]
     fwd, _, out_hw = index_maps(xp, _device(x), x.shape[2], x.shape[3], k, stride, pad)
-    cols = gather_columns(xp, x, fwd, k * k)  # (N, Cin·k², Ho·Wo)
-    y = _contract(xp, xp.reshape(w, (cout, cin * k * k)), cols, out_hw)  # (N, Cout, Ho, Wo)
+    y, cols = gather_matmul(xp, x, fwd, _kernel_matrix(xp, w, (2, 3, 1, 0)), out_hw, keep_cols=keep_cols)
     if b is not None:
-        y = y + xp.reshape(b, (1, cout, 1, 1))
-    return y, cols
+        y = y + xp.reshape(b, (1, -1, 1, 1))
+    return y, cols  # (N, Cout, Ho, Wo)
 
 
 def conv2d_vjp_input(xp, gy, w, in_hw, *, stride: int, pad: int):
     """Conv2d input-VJP: ``gy (N, Cout, Ho, Wo)`` → ``gx (N, Cin, H, W)``."""
-    cout, cin, k, _ = w.shape
+    k = w.shape[2]
     _, bwd, _ = index_maps(xp, _device(gy), in_hw[0], in_hw[1], k, stride, pad)
-    colsT = gather_columns(xp, gy, bwd, k * k)  # (N, Cout·k², H·W)
-    w2T = xp.reshape(xp.permute_dims(w, (1, 0, 2, 3)), (cin, cout * k * k))  # (Cin, Cout·k²)
-    return _contract(xp, w2T, colsT, in_hw)
+    return gather_matmul(xp, gy, bwd, _kernel_matrix(xp, w, (2, 3, 0, 1)), in_hw)[0]
 
 
-def conv2d_vjp_params(xp, gy, cols, w_shape, *, bias: bool):
-    """Conv2d parameter VJPs from the forward columns: ``(gw, gb)``."""
-    gw = xp.reshape(_wgrad(xp, gy, cols), w_shape)  # (Cout, Cin, k, k)
-    gb = xp.sum(gy, axis=(0, 2, 3)) if bias else None  # (Cout,)
+def conv2d_vjp_params(xp, gy, x, cols, w_shape, *, stride: int, pad: int, bias: bool):
+    """Conv2d parameter VJPs ``(gw, gb)``; ``cols`` from the forward, or None to re-gather."""
+    cout, cin, k, _ = w_shape
+    if cols is None:
+        fwd, _, _ = index_maps(xp, _device(x), x.shape[2], x.shape[3], k, stride, pad)
+        cols = gather_columns(xp, x, fwd)  # (N·Ho·Wo, k²·Cin)
+    g = channels_last(xp, gy)  # (N·Ho·Wo, Cout)
+    gw = cols.T @ g  # (k²·Cin, Cout)
+    gw = xp.permute_dims(xp.reshape(gw, (k, k, cin, cout)), (3, 2, 0, 1))  # (Cout, Cin, k, k)
+    gb = xp.sum(g, axis=0) if bias else None  # (Cout,)
     return gw, gb
 
 
 def conv_transpose2d(xp, x, w, b, *, stride: int, pad: int):
     """ConvTranspose2d forward, ``x (N, Cin, h, w)``, ``w (Cin, Cout, k, k)`` → ``y``."""
-    cin, cout, k, _ = w.shape
+    k = w.shape[2]
     H = conv_transpose_out_size(x.shape[2], k, stride, pad)
     W = conv_transpose_out_size(x.shape[3], k, stride, pad)
     _, bwd, small = index_maps(xp, _device(x), H, W, k, stride, pad)
     if small != (x.shape[2], x.shape[3]):
         raise ValueError(f"transposed convolution geometry mismatch: {small} vs {x.shape[2:]}")
-    colsT = gather_columns(xp, x, bwd, k * k)  # (N, Cin·k², H·W)
-    w2 = xp.reshape(xp.permute_dims(w, (1, 0, 2, 3)), (cout, cin * k * k))  # (Cout, Cin·k²)
-    y = _contract(xp, w2, colsT, (H, W))
+    y, _ = gather_matmul(xp, x, bwd, _kernel_matrix(xp, w, (2, 3, 0, 1)), (H, W))  # (N, Cout, H, W)
     if b is not None:
-        y = y + xp.reshape(b, (1, cout, 1, 1))
+        y = y + xp.reshape(b, (1, -1, 1, 1))
     return y
 
 
 def conv_transpose2d_vjp(xp, gy, x, w, *, stride: int, pad: int, want_params: bool, bias: bool):
     """ConvTranspose2d VJPs: ``gy (N, Cout, H, W)`` → ``(gx, gw, gb)``."""
     cin, cout, k, _ = w.shape
+    N = gy.shape[0]
     fwd, _, small = index_maps(xp, _device(gy), gy.shape[2], gy.shape[3], k, stride, pad)
-    cols = gather_columns(xp, gy, fwd, k * k)  # (N, Cout·k², h·w)
-    gx = _contract(xp, xp.reshape(w, (cin, cout * k * k)), cols, small)  # (N, Cin, h, w)
+    gx, cols = gather_matmul(xp, gy, fwd, _kernel_matrix(xp, w, (2, 3, 1, 0)), small, keep_cols=want_params)
     if not want_params:
         return gx, None, None
-    gw = xp.reshape(_wgrad(xp, x, cols), w.shape)  # (Cin, Cout, k, k)
-    gb = xp.sum(gy, axis=(0, 2, 3)) if bias else None
+    gw = channels_last(xp, x).T @ cols  # (Cin, k²·Cout)
+    gw = xp.permute_dims(xp.reshape(gw, (cin, k, k, cout)), (0, 3, 1, 2))  # (Cin, Cout, k, k)
+    gb = xp.sum(xp.reshape(gy, (N, cout, -1)), axis=(0, 2)) if bias else None
     return gx, gw, gb

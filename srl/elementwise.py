@@ -40,7 +40,11 @@ class Elementwise:
     def plain_value(self, xp, a):
         return self.tower(xp, a, 0, 1)[0]
 
-    def plain_vjp(self, xp, a, g):
+    def plain_forward(self, xp, a):
+        """``(f(a), aux)``: ``aux`` is whatever the VJP can reuse (or None)."""
+        return self.plain_value(xp, a), None
+
+    def plain_vjp(self, xp, a, g, aux=None):
         return self.tower(xp, a, 1, 1)[0] * g
 
     def __repr__(self):
@@ -110,11 +114,19 @@ class _GELU(Elementwise):
             return ops.gelu(a)
         return a * ndtr(xp, a)
 
-    def plain_vjp(self, xp, a, g):
+    def plain_forward(self, xp, a):
+        ops = native(xp)
+        if ops is not None and ops.gelu is not None:
+            return ops.gelu(a), None
+        Phi = ndtr(xp, a)
+        return a * Phi, Phi  # Φ is reused by the VJP
+
+    def plain_vjp(self, xp, a, g, aux=None):
         ops = native(xp)
         if ops is not None and ops.gelu_vjp is not None:
             return ops.gelu_vjp(a, g)
-        return (ndtr(xp, a) + a * special.normal_pdf(xp, a)) * g
+        Phi = ndtr(xp, a) if aux is None else aux
+        return (Phi + a * special.normal_pdf(xp, a)) * g
 
 
 def _sigmoid(xp, a):

@@ -67,6 +67,7 @@ class Dense(Layer):
 
     def __init__(self, name: str, n_in: int, n_out: int, *, bias: bool = True):
         self.name, self.n_in, self.n_out, self.bias = name, int(n_in), int(n_out), bias
+        self.w_name, self.b_name = f"{name}.weight", f"{name}.bias"
 
     def param_specs(self):
         specs = [ParamSpec(f"{self.name}.weight", (self.n_out, self.n_in), self.n_in)]
@@ -78,20 +79,20 @@ class Dense(Layer):
         return (self.n_out,)
 
     def forward(self, xp, p, x):
-        W = p[f"{self.name}.weight"]  # (out, in)
+        W = p[self.w_name]  # (out, in)
         y = linear(xp, lambda v: v @ W.T, x)  # (n, in) @ (in, out) -> (n, out)
         if self.bias:
-            y = y + p[f"{self.name}.bias"]  # (n, out) + (out,)
+            y = y + p[self.b_name]  # (n, out) + (out,)
         return y, x
 
     def backward(self, xp, p, gy, x, grads):
         _no_param_grads_for_jets(self, x, grads)
-        W = p[f"{self.name}.weight"]  # (out, in)
+        W = p[self.w_name]  # (out, in)
         gx = linear(xp, lambda g: g @ W, gy)  # (n, out) @ (out, in) -> (n, in)
         if grads is not None:
-            grads[f"{self.name}.weight"] = gy.T @ x  # (out, n) @ (n, in) -> (out, in)
+            grads[self.w_name] = gy.T @ x  # (out, n) @ (n, in) -> (out, in)
             if self.bias:
-                grads[f"{self.name}.bias"] = xp.sum(gy, axis=0)  # (out,)
+                grads[self.b_name] = xp.sum(gy, axis=0)  # (out,)
         return gx
 
 
@@ -105,6 +106,7 @@ class Conv2d(Layer):
     def __init__(self, name, cin, cout, k, *, stride=1, pad=0, bias=True):
         self.name, self.cin, self.cout, self.k = name, int(cin), int(cout), int(k)
         self.stride, self.pad, self.bias = int(stride), int(pad), bias
+        self.w_name, self.b_name = f"{name}.weight", f"{name}.bias"
 
     def param_specs(self):
         fan_in = self.cin * self.k * self.k
@@ -122,37 +124,36 @@ class Conv2d(Layer):
         )
 
     def forward(self, xp, p, x):
-        W = p[f"{self.name}.weight"]
-        b = p[f"{self.name}.bias"] if self.bias else None
+        W = p[self.w_name]
+        b = p[self.b_name] if self.bias else None
         s, pd = self.stride, self.pad
         if isinstance(x, Jet):
             y = linear(xp, lambda v: conv.conv2d(xp, v, W, None, stride=s, pad=pd)[0], x, fused=True)
             return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), (x, None)
         ops = native(xp)
         if ops is not None and ops.conv2d is not None:
-            return ops.conv2d(x, W, b, s, pd), (x, None)
+            return ops.conv2d(x, W, b, s, pd), (x, "native")
         y, cols = conv.conv2d(xp, x, W, b, stride=s, pad=pd)  # (n, cout, ho, wo)
         return y, (x, cols)
 
     def backward(self, xp, p, gy, cache, grads):
         x, cols = cache
         _no_param_grads_for_jets(self, x, grads)
-        W = p[f"{self.name}.weight"]
+        W = p[self.w_name]
         s, pd = self.stride, self.pad
         in_hw = (x.shape[2], x.shape[3])
         if isinstance(gy, Jet):
             return linear(xp, lambda g: conv.conv2d_vjp_input(xp, g, W, in_hw, stride=s, pad=pd), gy, fused=True)
-        ops = native(xp)
-        if cols is None:  # forward took the native path
-            gx, gw, gb = ops.conv2d_vjp(gy, x, W, s, pd, grads is not None)
+        if isinstance(cols, str):  # forward took the native path
+            gx, gw, gb = native(xp).conv2d_vjp(gy, x, W, s, pd, grads is not None)
         else:
             gx = conv.conv2d_vjp_input(xp, gy, W, in_hw, stride=s, pad=pd)
-            gw, gb = (conv.conv2d_vjp_params(xp, gy, cols, W.shape, bias=self.bias)
+            gw, gb = (conv.conv2d_vjp_params(xp, gy, x, cols, W.shape, stride=s, pad=pd, bias=self.bias)
                       if grads is not None else (None, None))
         if grads is not None:
-            grads[f"{self.name}.weight"] = gw
+            grads[self.w_name] = gw
             if self.bias:
-                grads[f"{self.name}.bias"] = gb
+                grads[self.b_name] = gb
         return gx
 
 
@@ -163,6 +164,7 @@ class ConvTranspose2d(Layer):
     def __init__(self, name, cin, cout, k, *, stride=1, pad=0, bias=True):
         self.name, self.cin, self.cout, self.k = name, int(cin), int(cout), int(k)
         self.stride, self.pad, self.bias = int(stride), int(pad), bias
+        self.w_name, self.b_name = f"{name}.weight", f"{name}.bias"
 
     def param_specs(self):
         fan_in = self.cin * self.k * self.k
@@ -180,8 +182,8 @@ class ConvTranspose2d(Layer):
         )
 
     def forward(self, xp, p, x):
-        W = p[f"{self.name}.weight"]
-        b = p[f"{self.name}.bias"] if self.bias else None
+        W = p[self.w_name]
+        b = p[self.b_name] if self.bias else None
         s, pd = self.stride, self.pad
         if isinstance(x, Jet):
             y = linear(xp, lambda v: conv.conv_transpose2d(xp, v, W, None, stride=s, pad=pd), x, fused=True)
@@ -193,7 +195,7 @@ class ConvTranspose2d(Layer):
 
     def backward(self, xp, p, gy, x, grads):
         _no_param_grads_for_jets(self, x, grads)
-        W = p[f"{self.name}.weight"]
+        W = p[self.w_name]
         s, pd = self.stride, self.pad
         if isinstance(gy, Jet):
             return linear(
@@ -211,9 +213,9 @@ class ConvTranspose2d(Layer):
             gx, gw, gb = conv.conv_transpose2d_vjp(xp, gy, x, W, stride=s, pad=pd,
                                                    want_params=want, bias=self.bias)
         if want:
-            grads[f"{self.name}.weight"] = gw
+            grads[self.w_name] = gw
             if self.bias:
-                grads[f"{self.name}.bias"] = gb
+                grads[self.b_name] = gb
         return gx
 
 
@@ -245,10 +247,16 @@ class Activation(Layer):
         self.name = prim.name
 
     def forward(self, xp, p, x):
-        return ew.value(xp, self.prim, x), x
+        if isinstance(x, Jet):
+            return ew.value(xp, self.prim, x), (x, None)
+        y, aux = self.prim.plain_forward(xp, x)
+        return y, (x, aux)
 
-    def backward(self, xp, p, gy, x, grads):
-        return ew.vjp(xp, self.prim, x, gy)
+    def backward(self, xp, p, gy, cache, grads):
+        x, aux = cache
+        if isinstance(x, Jet) or isinstance(gy, Jet):
+            return ew.vjp(xp, self.prim, x, gy)
+        return self.prim.plain_vjp(xp, x, gy, aux)
 
 
 def GELU():

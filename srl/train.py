@@ -73,6 +73,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs
     eval_n_bound: int = 100
     eval_iw_chains: int = 8
+    blas_threads: Optional[int] = 1  # NumPy backend: BLAS threads (0/None = library default)
 
     def validate(self):
         if self.model not in MODEL_DEFAULTS:
@@ -181,6 +182,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, eval
     """Run (or resume) training; see the module docstring. ``max_iterations`` stops early
     (used to simulate an interruption: the last checkpoint is then at that iteration)."""
     cfg.validate()
+    with _backend.blas_threads(cfg.blas_threads if cfg.backend == "numpy" else None):
+        return _train(cfg, resume=resume, progress=progress, evaluate_at_end=evaluate_at_end,
+                      max_iterations=max_iterations)
+
+
+def _train(cfg, *, resume, progress, evaluate_at_end, max_iterations):
     out = Path(cfg.out)
     _check_out_dir(out)
     ds = _load_data(cfg)
