@@ -46,6 +46,7 @@ from torch import nn
 __all__ = [
     "TorchGenerator",
     "to_torch",
+    "from_torch",
     "state_dict_to_numpy",
     "param_shapes",
     "energy",
@@ -381,6 +382,42 @@ def state_dict_to_numpy(module_or_state_dict) -> dict[str, np.ndarray]:
     with the docs/models.md names."""
     sd = module_or_state_dict.state_dict() if isinstance(module_or_state_dict, nn.Module) else module_or_state_dict
     return {k: np.array(v.detach().to("cpu", torch.float64).numpy(), dtype=np.float64, copy=True) for k, v in sd.items()}
+
+
+def from_torch(module_or_state_dict, config=None, *, backend: str = "numpy", dtype=None, device=None):
+    """Load a :class:`TorchGenerator` (or a state dict plus its ``config``) back into srl.
+
+    Returns ``(gen, params)`` with ``gen = srl.models.from_config(config)`` and ``params``
+    arrays of ``backend`` (default NumPy), in the module's dtype unless ``dtype`` is given.
+    The values are copied exactly (no rounding when the dtype is kept).
+    """
+    from srl import _backend
+    from srl import models as srl_models
+
+    if isinstance(module_or_state_dict, nn.Module):
+        config = module_or_state_dict.config if config is None else config
+        sd = module_or_state_dict.state_dict()
+    else:
+        sd = module_or_state_dict
+        if config is None:
+            raise ValueError("from_torch(state_dict) needs the generator config (docs/models.md)")
+    gen = srl_models.from_config(config)
+    if dtype is None:
+        dtypes = {str(v.dtype).replace("torch.", "") for v in sd.values()}
+        if len(dtypes) != 1:
+            raise ValueError(f"state dict mixes dtypes {sorted(dtypes)}; pass dtype=")
+        dtype = dtypes.pop()
+    xp, dev = _backend.namespace(backend, device)
+    dt = _backend.resolve_dtype(xp, dtype)
+    expected = {s.name: tuple(s.shape) for s in gen.param_specs()}
+    if set(sd) != set(expected):
+        raise KeyError(f"state dict names do not match the config: missing {sorted(set(expected) - set(sd))}, "
+                       f"unexpected {sorted(set(sd) - set(expected))}")
+    params = {}
+    for spec in gen.param_specs():  # documented order
+        host = sd[spec.name].detach().to("cpu").numpy()
+        params[spec.name] = _backend.from_numpy(xp, host, dtype=dt, device=dev)
+    return gen, params
 
 
 # --------------------------------------------------------------------------------------
