@@ -35,6 +35,8 @@ def _add_train(sub):
                                    "variationally (SPEC §4, §5). Writes metrics.jsonl, training.png, samples.png, "
                                    "reconstructions.png, summary.json and checkpoint.npz to --out.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--method", default=d.method, choices=["shortrun", "vae"],
+                   help="short-run Langevin inference (SPEC §3) or the VAE baseline on the same generator")
     g = p.add_argument_group("data")
     g.add_argument("--data", default=d.data, help="digits | mnist | svhn | cifar10 | folder | PATH to images")
     g.add_argument("--root", default=None, help="directory with the dataset's standard files (never downloaded)")
@@ -110,7 +112,7 @@ def build_parser():
 def _cmd_train(a):
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(data=a.data, root=a.root, limit=a.limit, model=a.model, latent_dims=a.latent_dims,
+    cfg = TrainConfig(method=a.method, data=a.data, root=a.root, limit=a.limit, model=a.model, latent_dims=a.latent_dims,
                       hidden=a.hidden, channels=a.channels, backend=a.backend, device=a.device, dtype=a.dtype,
                       n_steps=a.n_steps, sigma=a.sigma, step_size=a.step_size, step_method=a.step_method,
                       step_objective=a.step_objective, step_every=a.step_every, step_subset=a.step_subset,
@@ -126,11 +128,12 @@ def _cmd_train(a):
 def _cmd_sample(a):
     from . import viz
     from .evaluate import sample
-    from .train import load_run
+    from .train import load_run, split_run_params
 
     gen, params, s, cfg = load_run(a.run, backend=a.backend, device=a.device)
+    gen_p, _, _ = split_run_params(cfg, gen, params)
     out = Path(a.output or Path(a.run if Path(a.run).is_dir() else Path(a.run).parent) / "samples.png")
-    viz.save_grid(out, sample(gen, params, a.n, seed=a.seed), title="samples g(z), z ~ N(0, I)")
+    viz.save_grid(out, sample(gen, gen_p, a.n, seed=a.seed), title="samples g(z), z ~ N(0, I)")
     print(f"wrote {out}")
     return 0
 
@@ -138,13 +141,18 @@ def _cmd_sample(a):
 def _cmd_reconstruct(a):
     from . import data as data_mod
     from . import viz
+    from . import _backend, vae
     from .evaluate import reconstruct, to_backend
-    from .train import load_run
+    from .train import load_run, split_run_params
 
     gen, params, s, cfg = load_run(a.run, backend=a.backend, device=a.device)
+    gen_p, enc, enc_p = split_run_params(cfg, gen, params)
     ds = data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit)
-    x = to_backend(ds.test[:a.n], params[next(iter(params))])
-    x_hat, _ = reconstruct(gen, params, x, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed)
+    x = to_backend(ds.test[:a.n], gen_p[next(iter(gen_p))])
+    if enc is not None:
+        x_hat = vae.reconstruct(_backend.array_namespace(x), gen, enc, gen_p, enc_p, x)
+    else:
+        x_hat, _ = reconstruct(gen, gen_p, x, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed)
     out = Path(a.output or Path(a.run if Path(a.run).is_dir() else Path(a.run).parent) / "reconstructions.png")
     viz.save_reconstructions(out, x, x_hat, n=a.n, title=f"held-out data and reconstructions (K={cfg.n_steps})")
     print(f"wrote {out}")
@@ -153,13 +161,18 @@ def _cmd_reconstruct(a):
 
 def _cmd_eval(a):
     from . import data as data_mod
-    from .evaluate import evaluate
-    from .train import load_run
+    from .evaluate import evaluate, evaluate_vae
+    from .train import load_run, split_run_params
 
     gen, params, s, cfg = load_run(a.run, backend=a.backend, device=a.device)
+    gen_p, enc, enc_p = split_run_params(cfg, gen, params)
     ds = data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit)
-    metrics = evaluate(gen, params, ds.test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
-                       n_bound=a.n_bound, iw_chains=a.iw_chains)
+    if enc is not None:
+        metrics = evaluate_vae(gen, enc, gen_p, enc_p, ds.test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
+                               iw_chains=a.iw_chains)
+    else:
+        metrics = evaluate(gen, gen_p, ds.test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
+                           n_bound=a.n_bound, iw_chains=a.iw_chains)
     metrics["step_size"] = list(s)
     if a.json:
         print(json.dumps(metrics, indent=2))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -30,7 +29,9 @@ from . import _backend, checkpoint, models, viz
 from .evaluate import batch_value_and_param_grad, evaluate, reconstruct, sample, to_backend
 from .langevin import short_run
 from .optim import Adam
+from .random import host_rng, standard_normal_groups
 from .stepsize import AdamLogStep, GridSearch, StepSizeWarning
+from .vae import Encoder, neg_elbo, split_params
 from .validate import check_sigma, check_step_size
 
 MODEL_DEFAULTS = {
@@ -39,12 +40,14 @@ MODEL_DEFAULTS = {
     "paper": {},
 }
 STEP_METHODS = ("fixed", "grid", "gradient")
+METHODS = ("shortrun", "vae")
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a run (stored in the checkpoint and ``config.json``)."""
 
+    method: str = "shortrun"  # "shortrun" (SPEC §3) or "vae" (the baseline, srl.vae)
     data: str = "digits"
     root: Optional[str] = None
     limit: Optional[int] = None
@@ -76,6 +79,8 @@ class TrainConfig:
     blas_threads: Optional[int] = 1  # NumPy backend: BLAS threads (0/None = library default)
 
     def validate(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.model not in MODEL_DEFAULTS:
             raise ValueError(f"model must be one of {tuple(MODEL_DEFAULTS)}, got {self.model!r}")
         if self.step_method not in STEP_METHODS:
@@ -216,12 +221,18 @@ def _train(cfg, *, resume, progress, evaluate_at_end, max_iterations):
             stepper.load_state_dict(meta["stepper"])
         history = meta["history"]
         start = int(meta["iteration"])
+        # the log is rewritten from the checkpoint: lines written after it are dropped
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     else:
         params = gen.init(seed=cfg.seed, backend=cfg.backend, dtype=cfg.dtype, device=cfg.device)
+        if cfg.method == "vae":
+            params.update(Encoder(gen).init(seed=[cfg.seed, 9], backend=cfg.backend, dtype=cfg.dtype,
+                                            device=cfg.device))
         step_size = check_step_size(cfg.step_size, len(gen.latent_dims))
         history = []
         start = 0
         (out / "metrics.jsonl").write_text("")
+    enc = Encoder(gen) if cfg.method == "vae" else None
     (out / "config.json").write_text(json.dumps({"train": cfg.to_json(), "generator": gen.config}, indent=2))
     stop = total if max_iterations is None else min(total, int(max_iterations))
     bar = _Progress(total, start, progress)
@@ -233,13 +244,17 @@ def _train(cfg, *, resume, progress, evaluate_at_end, max_iterations):
             epoch, b = divmod(it, per_epoch)
             perm = np.random.default_rng([cfg.seed, 0, epoch]).permutation(n_train)
             x = to_backend(ds.train[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]], params[next(iter(params))])
-            zK = short_run(gen, params, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                           seed=[cfg.seed, 1, it])
-            energy, grads, mse = batch_value_and_param_grad(xp, gen, params, x, zK, cfg.sigma)
-            params = adam.step(params, grads)  # eq. (3.1)
-            record = {"iteration": it + 1, "epoch": epoch, "energy": energy, "mse": mse,
-                      "step_size": [float(v) for v in step_size]}
-            if stepper is not None and it % cfg.step_every == 0:
+            if enc is not None:
+                params, record = _vae_iteration(xp, gen, enc, params, adam, x, cfg, it)
+            else:
+                zK = short_run(gen, params, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
+                               seed=[cfg.seed, 1, it])
+                energy, grads, mse = batch_value_and_param_grad(xp, gen, params, x, zK, cfg.sigma)
+                params = adam.step(params, grads)  # eq. (3.1)
+                record = {"energy": energy, "mse": mse}
+            record = {"iteration": it + 1, "epoch": epoch, **record, "step_size": [float(v) for v in step_size]}
+            energy, mse = record["energy"], record["mse"]
+            if stepper is not None and enc is None and it % cfg.step_every == 0:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", StepSizeWarning)
                     upd = stepper(gen, params, x[:cfg.step_subset, ...], step_size, n_steps=cfg.n_steps,
@@ -269,6 +284,20 @@ def _train(cfg, *, resume, progress, evaluate_at_end, max_iterations):
     return TrainResult(gen, params, tuple(step_size), history, metrics, out)
 
 
+def _vae_iteration(xp, gen, enc, params, adam, x, cfg, it):
+    """One VAE step: reparameterised −ELBO and its hand-written gradients (srl.vae)."""
+    gen_p, enc_p = split_params(params)
+    n = x.shape[0]
+    eps = standard_normal_groups(host_rng([cfg.seed, 1, it]), n, gen.latent_dims, xp=xp, dtype=x.dtype,
+                                 device=_backend.device(x))
+    values, g_gen, g_enc, aux = neg_elbo(xp, gen, enc, gen_p, enc_p, x, eps, cfg.sigma)
+    grads = {k: g * (1.0 / n) for k, g in {**g_gen, **g_enc}.items()}
+    params = adam.step(params, grads)
+    r = aux["residual"]
+    return params, {"energy": float(xp.mean(values)), "neg_elbo": float(xp.mean(values)),
+                    "mse": float(xp.mean(r * r))}
+
+
 def _save(path, cfg, gen, params, adam, stepper, step_size, history, iteration):
     meta = {"config": cfg.to_json(), "generator": gen.config, "iteration": iteration,
             "step_size": [float(v) for v in step_size], "history": history,
@@ -278,17 +307,29 @@ def _save(path, cfg, gen, params, adam, stepper, step_size, history, iteration):
 
 def finish(cfg, gen, params, step_size, history, ds, out: Path) -> dict:
     """Pictures and held-out metrics at the end of a run."""
-    p0 = params[next(iter(params))]
-    viz.plot_training(out / "training.png", history, title=f"{cfg.data} · {cfg.model} · steps: {cfg.step_method}")
-    xs = sample(gen, params, 64, seed=[cfg.seed, 5])
+    from .evaluate import evaluate_vae
+    from .vae import reconstruct as vae_reconstruct
+
+    gen_p, enc_p = split_params(params)
+    p0 = gen_p[next(iter(gen_p))]
+    what = "VAE" if cfg.method == "vae" else f"steps: {cfg.step_method}"
+    viz.plot_training(out / "training.png", history, title=f"{cfg.data} · {cfg.model} · {what}")
+    xs = sample(gen, gen_p, 64, seed=[cfg.seed, 5])
     viz.save_grid(out / "samples.png", xs, title="samples g(z), z ~ N(0, I)")
     x = to_backend(ds.test[:32], p0)
-    x_hat, _ = reconstruct(gen, params, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                           seed=[cfg.seed, 6])
-    viz.save_reconstructions(out / "reconstructions.png", x, x_hat, n=32,
-                             title=f"held-out data (odd rows) and short-run reconstructions, K={cfg.n_steps}")
-    metrics = evaluate(gen, params, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                       seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains)
+    if cfg.method == "vae":
+        xp = _backend.array_namespace(p0)
+        x_hat = vae_reconstruct(xp, gen, Encoder(gen), gen_p, enc_p, x)
+        title = "held-out data (odd rows) and VAE reconstructions g(μ(x))"
+        metrics = evaluate_vae(gen, Encoder(gen), gen_p, enc_p, ds.test, sigma=cfg.sigma, seed=cfg.seed,
+                               n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains)
+    else:
+        x_hat, _ = reconstruct(gen, gen_p, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
+                               seed=[cfg.seed, 6])
+        title = f"held-out data (odd rows) and short-run reconstructions, K={cfg.n_steps}"
+        metrics = evaluate(gen, gen_p, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
+                           seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains)
+    viz.save_reconstructions(out / "reconstructions.png", x, x_hat, n=32, title=title)
     metrics["step_size"] = [float(v) for v in step_size]
     metrics["iterations"] = len(history)
     return metrics
@@ -309,7 +350,7 @@ def load_run(path, *, backend=None, device=None, dtype=None):
     return gen, params, tuple(meta["step_size"]), cfg
 
 
-def environment() -> dict:
-    import platform
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count()}
+def split_run_params(cfg, gen, params):
+    """``(generator params, encoder or None, encoder params)`` of a loaded run."""
+    gen_p, enc_p = split_params(params)
+    return gen_p, (Encoder(gen) if cfg.method == "vae" else None), enc_p
