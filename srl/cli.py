@@ -64,6 +64,7 @@ def _add_train(sub):
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate for θ")
+    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"])
     g.add_argument("--beta1", type=float, default=d.beta1)
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--out", default=d.out, help="output directory")
@@ -117,7 +118,7 @@ def _cmd_train(a):
                       n_steps=a.n_steps, sigma=a.sigma, step_size=a.step_size, step_method=a.step_method,
                       step_objective=a.step_objective, step_every=a.step_every, step_subset=a.step_subset,
                       step_lr=a.step_lr, tied=a.tied, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                      beta1=a.beta1, seed=a.seed, out=a.out)
+                      lr_schedule=a.lr_schedule, beta1=a.beta1, seed=a.seed, out=a.out)
     res = train(cfg, resume=a.resume, progress=not a.no_progress, evaluate_at_end=not a.no_eval)
     print(f"wrote {res.out}/ (metrics.jsonl, training.png, samples.png, reconstructions.png, checkpoint.npz)")
     if res.metrics:

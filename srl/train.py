@@ -70,6 +70,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 100
     lr: float = 1e-3
+    lr_schedule: str = "cosine"  # "constant" (the paper's) or "cosine" decay to 0 over the run
     beta1: float = 0.5
     seed: int = 0
     out: str = "runs/digits"
@@ -91,6 +92,8 @@ class TrainConfig:
             if int(getattr(self, name)) < (0 if name == "n_steps" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         check_sigma(self.sigma)
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be positive, got {self.lr}")
 
@@ -244,6 +247,7 @@ def _train(cfg, *, resume, progress, evaluate_at_end, max_iterations):
             epoch, b = divmod(it, per_epoch)
             perm = np.random.default_rng([cfg.seed, 0, epoch]).permutation(n_train)
             x = to_backend(ds.train[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]], params[next(iter(params))])
+            adam.lr = learning_rate(cfg, it, total)
             if enc is not None:
                 params, record = _vae_iteration(xp, gen, enc, params, adam, x, cfg, it)
             else:
@@ -282,6 +286,13 @@ def _train(cfg, *, resume, progress, evaluate_at_end, max_iterations):
         metrics["train_seconds_this_session"] = train_seconds
         (out / "summary.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(gen, params, tuple(step_size), history, metrics, out)
+
+
+def learning_rate(cfg, it: int, total: int) -> float:
+    """θ's learning rate at iteration ``it`` (a function of the iteration only: resumable)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * it / max(total, 1)))
 
 
 def _vae_iteration(xp, gen, enc, params, adam, x, cfg, it):
