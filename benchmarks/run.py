@@ -242,7 +242,7 @@ def baseline_device(impl, device):
 
 
 def fmt_ms(t):
-    return f"{t * 1e3:.2f}" if t < 10 else f"{t:.2f} s"
+    return f"{t * 1e3:.2f} ms" if t < 10 else f"{t:.2f} s"
 
 
 def suite_core(devices, reps, rows):
@@ -320,6 +320,36 @@ def _row(r):
     return " | ".join(parts)
 
 
+def markdown(rows, env) -> str:
+    """Tables for docs/BENCHMARKS.md."""
+    out = [f"Machine: {env.get('cpus')} CPUs ({env.get('machine')}), Python {env.get('python')}, NumPy "
+           f"{env.get('numpy')}, torch {env.get('torch', '—')} ({env.get('torch_threads', '?')} threads)"
+           + (f", GPU {env['gpu']}" if env.get("gpu") else "") + f"; BLAS for srl-numpy: {env.get('blas', '?')}.", ""]
+    core = [r for r in rows if r["suite"] in ("core", "train")]
+    if core:
+        out += ["| model | batch | operation | implementation | srl | torch.autograd | ratio |",
+                "|---|---|---|---|---|---|---|"]
+        for r in core:
+            out.append(f"| {r['model']} | {r['batch']} | {r['op']}{' K=' + str(r['K']) if 'K' in r else ''} | "
+                       f"{r['impl']} | {fmt_ms(r['srl_s'])} | {fmt_ms(r['autograd_s'])} | "
+                       f"**{r['ratio']:.2f}×** |")
+        out.append("")
+    step = [r for r in rows if r["suite"] == "stepsize"]
+    if step:
+        out += ["| model | batch | K | s-gradient | implementation | time | × own chain | torch.autograd | ratio | "
+                "peak MB (srl / chain / autograd) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in step:
+            ag = f"{fmt_ms(r['autograd_s'])}" if "autograd_s" in r else "—"
+            ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "—"
+            mem = (f"{r['srl_peak_mb']:.0f} / {r['chain_peak_mb']:.0f} / {r.get('autograd_peak_mb', float('nan')):.0f}"
+                   if "srl_peak_mb" in r else "—")
+            out.append(f"| {r['model']} | {r['batch']} | {r['K']} | {r['op'].replace(' s-gradient', '')} | "
+                       f"{r['impl']} | {fmt_ms(r['srl_s'])} | {r['vs_chain']:.2f}× | {ag} | {ratio} | {mem} |")
+    out.append("")
+    out.append("Ratios below 1 mean srl is faster.")
+    return "\n".join(out)
+
+
 def environment():
     env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
            "numpy": np.__version__}
@@ -374,6 +404,7 @@ def _main(a):
                        memory=not a.no_memory)
     Path(a.json).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
     print(f"wrote {a.json}")
+    print(markdown(rows, environment()))
 
 
 if __name__ == "__main__":
