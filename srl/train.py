@@ -51,7 +51,7 @@ class TrainConfig:
     data: str = "digits"
     root: Optional[str] = None
     limit: Optional[int] = None
-    model: str = "conv"
+    model: str = "mlp"
     latent_dims: Optional[tuple] = None
     hidden: Optional[int] = None
     channels: Optional[int] = None
@@ -67,9 +67,9 @@ class TrainConfig:
     step_subset: int = 32
     step_lr: float = 0.05
     tied: bool = False
-    epochs: int = 20
+    epochs: int = 60
     batch_size: int = 100
-    lr: float = 1e-3
+    lr: float = 2e-3
     lr_schedule: str = "cosine"  # "constant" (the paper's) or "cosine" decay to 0 over the run
     beta1: float = 0.5
     seed: int = 0

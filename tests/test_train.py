@@ -15,7 +15,7 @@ from srl.train import TrainConfig, load_run, train
 
 # A run small enough for CI: 200 digits, batch 50, 4 iterations per epoch.
 SMALL = dict(limit=200, model="mlp", latent_dims=(2, 3), hidden=16, batch_size=50, n_steps=5, step_every=2,
-             step_subset=8, lr=3e-3, eval_n_bound=20, eval_iw_chains=2)
+             step_subset=8, lr=3e-3, lr_schedule="constant", eval_n_bound=20, eval_iw_chains=2)
 
 
 def _cfg(tmp_path, name="run", **kw):
