@@ -33,6 +33,8 @@ class NativeOps:
     conv2d_vjp: Optional[Callable] = None  # (gy, x, w, stride, pad, want_params) -> (gx, gw, gb)
     conv_transpose2d: Optional[Callable] = None  # (x, w, b, stride, pad) -> y
     conv_transpose2d_vjp: Optional[Callable] = None  # (gy, x, w, stride, pad, want_params) -> (gx, gw, gb)
+    conv2d_input_vjp: Optional[Callable] = None  # (gy, w, in_hw, stride, pad) -> gx   (linear in gy)
+    conv_transpose2d_input_vjp: Optional[Callable] = None  # (gy, w, stride, pad) -> gx   (linear in gy)
 
 
 _MODULES = {

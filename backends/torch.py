@@ -41,6 +41,14 @@ def ops() -> NativeOps:
         )
         return gx, gw, gb
 
+    def conv2d_input_vjp(gy, w, in_hw, stride, pad):
+        size = (gy.shape[0], w.shape[1], *in_hw)
+        return torch.nn.grad.conv2d_input(size, w, gy, stride=stride, padding=pad)
+
+    def conv_transpose2d_input_vjp(gy, w, stride, pad):
+        # the input-VJP of a transposed convolution is the convolution with the same weights
+        return F.conv2d(gy, w, None, stride=stride, padding=pad)
+
     return NativeOps(
         name="torch",
         ndtr=torch.special.ndtr,
@@ -50,4 +58,6 @@ def ops() -> NativeOps:
         conv2d_vjp=conv2d_vjp,
         conv_transpose2d=conv_transpose2d,
         conv_transpose2d_vjp=conv_transpose2d_vjp,
+        conv2d_input_vjp=conv2d_input_vjp,
+        conv_transpose2d_input_vjp=conv_transpose2d_input_vjp,
     )

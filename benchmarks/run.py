@@ -20,7 +20,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -186,16 +185,24 @@ class TorchAutograd:
 
 # -------------------------------------------------------------------- measurements
 def peak_rss_mb(spec: dict) -> float:
-    """Max RSS (MB) of a fresh process running one operation, minus its baseline."""
+    """Peak resident memory (MB) of one operation, above the memory in use before it.
+
+    Runs in a fresh process: build the workload, reset the kernel's high-water mark
+    (``/proc/self/clear_refs`` ← 5), run the operation once, read ``VmHWM``. This counts
+    everything the library allocates (NumPy or torch), unlike tracemalloc.
+    """
     code = (
-        "import json,sys,resource; sys.path.insert(0, %r); import run as b; spec=json.loads(%r);"
-        "w=b.make(spec); base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "b.op(w, spec)(); peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "import json,sys,gc; sys.path.insert(0, %r); import run as b; spec=json.loads(%r);"
+        "w=b.make(spec); f=b.op(w, spec); gc.collect();"
+        "open('/proc/self/clear_refs','w').write('5');"
+        "st=lambda k: int([l for l in open('/proc/self/status') if l.startswith(k)][0].split()[1]);"
+        "base=st('VmRSS:'); f(); peak=st('VmHWM:');"
         "print(json.dumps({'mb': (peak-base)/1024}))"
     ) % (str(HERE), json.dumps(spec))
-    env = dict(os.environ)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
     if out.returncode != 0:
+        print(out.stderr[-2000:], file=sys.stderr)
         return float("nan")
     return json.loads(out.stdout.strip().splitlines()[-1])["mb"]
 
@@ -221,6 +228,10 @@ def op(w, spec):
     raise ValueError(what)
 
 
+IMPL_FILTER = None  # set from --impls
+MODEL_FILTER = None  # set from --models (step-size suite)
+
+
 def impls(devices):
     out = []
     for dev in devices:
@@ -234,7 +245,7 @@ def impls(devices):
                 out += [("cupy", None)]
             except ImportError:
                 pass
-    return out
+    return [o for o in out if IMPL_FILTER is None or o[0] in IMPL_FILTER]
 
 
 def baseline_device(impl, device):
@@ -261,35 +272,43 @@ def suite_core(devices, reps, rows):
                 print(_row(rows[-1]), flush=True)
 
 
-def suite_stepsize(devices, reps, rows, ks, paper_batch, paper_k, memory):
-    """Step-size gradients vs a plain chain and vs autograd through the chain."""
-    for model, batch, kset in (("mlp", 64, ks), ("conv", 64, ks), ("paper", paper_batch, (paper_k,))):
+def suite_stepsize(devices, reps, rows, ks, paper_batch, paper_k, memory, hutchinson_k=None):
+    """Step-size gradients vs a plain chain and vs autograd through the chain.
+
+    mlp: both kinds at every K; conv: both kinds at the first K, the reverse kind at the
+    others (autograd's J_jac through 100 steps of d = 24 Hessians takes many minutes);
+    paper: the reverse kind and the Hutchinson J_jac (d = 416 rules out exact Hessians).
+    """
+    plan = [("mlp", 64, k, ("reverse", "jacobian")) for k in ks]
+    plan += [("conv", 64, k, ("reverse", "jacobian") if i == 0 else ("reverse",)) for i, k in enumerate(ks)]
+    plan += [("paper", paper_batch, paper_k, ("reverse",))]
+    plan += [("paper", paper_batch, hutchinson_k or paper_k, ("jacobian_hutchinson",))]
+    plan = [p for p in plan if MODEL_FILTER is None or p[0] in MODEL_FILTER]
+    for model, batch, K, kinds in plan:
         for impl, device in impls(devices):
             w = Workload(model, impl, device, batch)
             base = TorchAutograd(model, baseline_device(impl, device), batch)
-            for K in kset:
-                kinds = ["reverse"] if model == "paper" else ["reverse", "jacobian"]
-                if model == "paper":
-                    kinds.append("jacobian_hutchinson")
-                t_chain = median_time(lambda: w.chain(K), reps=reps, sync=w.sync)
-                for kind in kinds:
-                    spec = {"impl": impl, "device": device, "model": model, "batch": batch, "K": K, "op": kind}
-                    t_obj = median_time(op(w, spec), reps=max(1, reps // 2), sync=w.sync)
-                    row = {"suite": "stepsize", "model": model, "batch": batch, "K": K, "op": f"{kind} s-gradient",
-                           "impl": f"srl-{impl}" + (f"[{device}]" if device and device != "cpu" else ""),
-                           "srl_s": t_obj, "chain_s": t_chain, "vs_chain": t_obj / t_chain}
-                    if kind != "jacobian_hutchinson" and not (model == "paper" and kind == "jacobian"):
-                        t_ag = median_time(lambda: base.objective(K, kind), reps=max(1, reps // 2), sync=base.sync)
-                        row.update(autograd_s=t_ag, ratio=t_obj / t_ag,
-                                   baseline=f"torch.autograd[{baseline_device(impl, device)}]")
-                    if memory and impl in ("numpy", "torch") and (device in (None, "cpu")):
-                        row["srl_peak_mb"] = peak_rss_mb(spec)
-                        row["chain_peak_mb"] = peak_rss_mb(dict(spec, op="chain"))
-                        row["mem_vs_chain"] = row["srl_peak_mb"] / max(row["chain_peak_mb"], 1e-9)
-                        if "autograd_s" in row:
-                            row["autograd_peak_mb"] = peak_rss_mb(dict(spec, impl="autograd"))
-                    rows.append(row)
-                    print(_row(row), flush=True)
+            t_chain = median_time(lambda: w.chain(K), reps=max(1, reps // 2), sync=w.sync)
+            for kind in kinds:
+                spec = {"impl": impl, "device": device, "model": model, "batch": batch, "K": K, "op": kind}
+                r = 1 if (kind != "reverse" or model == "paper") else max(1, reps // 2)
+                t_obj = median_time(op(w, spec), reps=r, sync=w.sync)
+                row = {"suite": "stepsize", "model": model, "batch": batch, "K": K, "op": f"{kind} s-gradient",
+                       "impl": f"srl-{impl}" + (f"[{device}]" if device and device != "cpu" else ""),
+                       "srl_s": t_obj, "chain_s": t_chain, "vs_chain": t_obj / t_chain}
+                if kind != "jacobian_hutchinson":
+                    t_ag = median_time(lambda: base.objective(K, kind), reps=r, sync=base.sync)
+                    row.update(autograd_s=t_ag, ratio=t_obj / t_ag,
+                               baseline=f"torch.autograd[{baseline_device(impl, device)}]")
+                if kind == "jacobian_hutchinson":
+                    row["op"] = "jacobian (Hutchinson, 4 probes, 4 terms) s-gradient"
+                if memory and kind == "reverse" and impl in ("numpy", "torch") and device in (None, "cpu"):
+                    row["srl_peak_mb"] = peak_rss_mb(spec)
+                    row["chain_peak_mb"] = peak_rss_mb(dict(spec, op="chain"))
+                    row["mem_vs_chain"] = row["srl_peak_mb"] / max(row["chain_peak_mb"], 1e-9)
+                    row["autograd_peak_mb"] = peak_rss_mb(dict(spec, impl="autograd"))
+                rows.append(row)
+                print(_row(row), flush=True)
 
 
 def suite_train(devices, reps, rows):
@@ -382,6 +401,10 @@ def main(argv=None):
     ap.add_argument("--paper-k", type=int, default=25)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--json", default=str(HERE / "results.json"))
+    ap.add_argument("--models", default=None, help="step-size suite: only these models (mlp,conv,paper)")
+    ap.add_argument("--impls", default=None, help="only these implementations (numpy,torch,cupy)")
+    ap.add_argument("--hutchinson-k", type=int, default=None,
+                    help="K for the paper model's Hutchinson J_jac row (default: --paper-k)")
     ap.add_argument("--blas-threads", type=int, default=1,
                     help="BLAS threads for srl-numpy (0: library default); see srl._backend.blas_threads")
     a = ap.parse_args(argv)
@@ -392,6 +415,9 @@ def main(argv=None):
 
 
 def _main(a):
+    global IMPL_FILTER, MODEL_FILTER
+    IMPL_FILTER = a.impls.split(",") if a.impls else None
+    MODEL_FILTER = a.models.split(",") if a.models else None
     devices = [d.strip() for d in a.devices.split(",") if d.strip()]
     rows = []
     print(json.dumps(environment()))
@@ -401,7 +427,7 @@ def _main(a):
         suite_train(devices, a.reps, rows)
     if a.suite in ("all", "stepsize"):
         suite_stepsize(devices, a.reps, rows, tuple(int(k) for k in a.ks.split(",")), a.paper_batch, a.paper_k,
-                       memory=not a.no_memory)
+                       memory=not a.no_memory, hutchinson_k=a.hutchinson_k)
     Path(a.json).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
     print(f"wrote {a.json}")
     print(markdown(rows, environment()))

@@ -45,6 +45,8 @@ def run_all(args, out_runs: Path):
 
     results = {}
     for name, kw in METHODS.items():
+        if args.methods and name not in args.methods:
+            continue
         for seed in range(args.seeds):
             out = out_runs / f"{name}-seed{seed}"
             cfg = TrainConfig(data=args.data, root=args.root, limit=args.limit, model=args.model,
@@ -201,6 +203,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (writes to /tmp, not docs/)")
     ap.add_argument("--force", action="store_true", help="retrain runs that already have a summary")
     ap.add_argument("--runs", default=None, help="directory for the training runs")
+    ap.add_argument("--methods", type=lambda s: s.split(","), default=None,
+                    help="train only these methods (e.g. to split the work over processes); the report "
+                         "needs all of them, so run once more without --methods to write it")
     args = ap.parse_args(argv)
     from srl.train import TrainConfig
 
@@ -216,6 +221,9 @@ def main(argv=None):
     runs = Path(args.runs) if args.runs else (docs.parent / "runs" / "reproduce" if not args.quick else docs / "runs")
     t0 = time.perf_counter()
     results = run_all(args, runs)
+    if args.methods:
+        print("trained the requested methods; run again without --methods to write the report")
+        return
     plot_step_sizes(results, figs / "reproduction_step_sizes.png")
     from srl.viz import plot_objective_curve
 

@@ -12,7 +12,7 @@ The math is specified in SPEC.md; section numbers are cited in each docstring.
     srl.energy(gen, params, x, z, sigma=0.15)
 """
 
-from . import models
+from . import data, models, random, stepsize
 from .energy import energy, grad_params, grad_z, hessian_z, hvp_z
 from .errors import (
     BackendUnavailableError, DivergenceError, DTypeError, NonFiniteError, ShapeError,
@@ -24,6 +24,8 @@ from .objectives import objective_values, stepsize_objective
 __version__ = "0.1.0"
 
 __all__ = [
-    "models", "Generator", "energy", "grad_z", "grad_params", "hvp_z", "hessian_z", "short_run", "stepsize_objective", "objective_values",
+    "models", "data", "random", "stepsize", "Generator",
+    "energy", "grad_z", "grad_params", "hvp_z", "hessian_z",
+    "short_run", "stepsize_objective", "objective_values",
     "ShapeError", "DTypeError", "NonFiniteError", "BackendUnavailableError", "DivergenceError",
 ]

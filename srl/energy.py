@@ -111,9 +111,10 @@ def _hessian(xp, gen, params, x, z, sigma):
 
 # ------------------------------------------------------------------------ public API
 def _prepare(gen, params, x, z, sigma):
-    check_params(gen, params)
-    dtype = next(iter(params.values())).dtype
-    xp = _backend.array_namespace(x, *z, *params.values())
+    check_params(gen, params)  # one library, one dtype, right shapes
+    first = next(iter(params.values()))
+    dtype = first.dtype
+    xp = _backend.array_namespace(x, *z, first)
     n = check_x(gen, x, dtype=dtype)
     check_z(gen, z, dtype=dtype, n=n)
     return xp, check_sigma(sigma)

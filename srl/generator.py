@@ -49,6 +49,7 @@ class Generator:
         self.d = sum(self.latent_dims)
         self.D = math.prod(self.out_shape)
         self._specs = self._collect_specs()
+        self._shapes = {s.name: tuple(int(v) for v in s.shape) for s in self._specs}
 
     # ----------------------------------------------------------------- parameters
     def _collect_specs(self):
@@ -66,6 +67,10 @@ class Generator:
     def param_specs(self) -> list[ParamSpec]:
         """``(name, shape, fan_in)`` in initialisation order (docs/models.md)."""
         return list(self._specs)
+
+    def param_shapes(self) -> dict:
+        """``{name: shape}`` in initialisation order."""
+        return self._shapes
 
     @property
     def n_params(self) -> int:
@@ -136,7 +141,7 @@ class Generator:
         """``x̂ = g_θ(z)``, shape ``(n, *out_shape)`` (SPEC §7)."""
         from .validate import check_params, check_z
 
-        xp = _backend.array_namespace(*z, *params.values())
+        xp = _backend.array_namespace(*z, next(iter(params.values())))
         check_params(self, params)
         check_z(self, z, dtype=next(iter(params.values())).dtype)
         return self.forward_cache(xp, params, z)[0]

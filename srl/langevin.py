@@ -99,7 +99,7 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
     """
     check_params(gen, params)
     dtype = next(iter(params.values())).dtype
-    xp = _backend.array_namespace(x, *params.values())
+    xp = _backend.array_namespace(x, next(iter(params.values())))
     n = check_x(gen, x, dtype=dtype)
     sigma = check_sigma(sigma)
     K = check_n_steps(n_steps)

@@ -127,10 +127,13 @@ class Conv2d(Layer):
         W = p[self.w_name]
         b = p[self.b_name] if self.bias else None
         s, pd = self.stride, self.pad
-        if isinstance(x, Jet):
-            y = linear(xp, lambda v: conv.conv2d(xp, v, W, None, stride=s, pad=pd)[0], x, fused=True)
-            return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), (x, None)
         ops = native(xp)
+        if isinstance(x, Jet):  # linear in x: one (native if possible) call on all jet components
+            if ops is not None and ops.conv2d is not None:
+                y = linear(xp, lambda v: ops.conv2d(v, W, None, s, pd), x, fused=True)
+            else:
+                y = linear(xp, lambda v: conv.conv2d(xp, v, W, None, stride=s, pad=pd)[0], x, fused=True)
+            return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), (x, None)
         if ops is not None and ops.conv2d is not None:
             return ops.conv2d(x, W, b, s, pd), (x, "native")
         y, cols = conv.conv2d(xp, x, W, b, stride=s, pad=pd)  # (n, cout, ho, wo)
@@ -143,6 +146,9 @@ class Conv2d(Layer):
         s, pd = self.stride, self.pad
         in_hw = (x.shape[2], x.shape[3])
         if isinstance(gy, Jet):
+            ops = native(xp)
+            if ops is not None and ops.conv2d_input_vjp is not None:
+                return linear(xp, lambda g: ops.conv2d_input_vjp(g, W, in_hw, s, pd), gy, fused=True)
             return linear(xp, lambda g: conv.conv2d_vjp_input(xp, g, W, in_hw, stride=s, pad=pd), gy, fused=True)
         if isinstance(cols, str):  # forward took the native path
             gx, gw, gb = native(xp).conv2d_vjp(gy, x, W, s, pd, grads is not None)
@@ -185,10 +191,13 @@ class ConvTranspose2d(Layer):
         W = p[self.w_name]
         b = p[self.b_name] if self.bias else None
         s, pd = self.stride, self.pad
-        if isinstance(x, Jet):
-            y = linear(xp, lambda v: conv.conv_transpose2d(xp, v, W, None, stride=s, pad=pd), x, fused=True)
-            return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), x
         ops = native(xp)
+        if isinstance(x, Jet):
+            if ops is not None and ops.conv_transpose2d is not None:
+                y = linear(xp, lambda v: ops.conv_transpose2d(v, W, None, s, pd), x, fused=True)
+            else:
+                y = linear(xp, lambda v: conv.conv_transpose2d(xp, v, W, None, stride=s, pad=pd), x, fused=True)
+            return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), x
         if ops is not None and ops.conv_transpose2d is not None:
             return ops.conv_transpose2d(x, W, b, s, pd), x
         return conv.conv_transpose2d(xp, x, W, b, stride=s, pad=pd), x
@@ -198,6 +207,9 @@ class ConvTranspose2d(Layer):
         W = p[self.w_name]
         s, pd = self.stride, self.pad
         if isinstance(gy, Jet):
+            ops = native(xp)
+            if ops is not None and ops.conv_transpose2d_input_vjp is not None:
+                return linear(xp, lambda g: ops.conv_transpose2d_input_vjp(g, W, s, pd), gy, fused=True)
             return linear(
                 xp,
                 lambda g: conv.conv_transpose2d_vjp(xp, g, None, W, stride=s, pad=pd,

@@ -322,7 +322,7 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
         raise ValueError("logdet applies to kind='jacobian' only")
     check_params(gen, params)
     dtype = next(iter(params.values())).dtype
-    xp = _backend.array_namespace(x, *params.values())
+    xp = _backend.array_namespace(x, next(iter(params.values())))
     n = check_x(gen, x, dtype=dtype)
     sigma = check_sigma(sigma)
     K = check_n_steps(n_steps)

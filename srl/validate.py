@@ -18,22 +18,26 @@ def _shape(a):
 def check_params(gen, params) -> None:
     if not isinstance(params, dict):
         raise TypeError(f"params must be the dict returned by gen.init(), got {type(params).__name__}")
-    expected = {s.name: tuple(s.shape) for s in gen.param_specs()}
-    missing = sorted(set(expected) - set(params))
-    extra = sorted(set(params) - set(expected))
-    if missing or extra:
+    expected = gen.param_shapes()
+    if len(params) != len(expected) or not all(k in params for k in expected):
+        missing = sorted(set(expected) - set(params))
+        extra = sorted(set(params) - set(expected))
         raise ShapeError(
             f"params do not match {gen!r}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}"
         )
-    dtypes = set()
+    first = next(iter(params.values()))
+    kind, dtype = type(first), first.dtype
     for name, shape in expected.items():
-        got = _shape(params[name])
-        if got != shape:
-            raise ShapeError(f"parameter {name!r} has shape {got}, expected {shape}")
-        dtypes.add(str(params[name].dtype))
-    if len(dtypes) > 1:
-        raise DTypeError(f"parameters mix dtypes {sorted(dtypes)}; use one of float32/float64")
+        a = params[name]
+        if tuple(a.shape) != shape:
+            raise ShapeError(f"parameter {name!r} has shape {_shape(a)}, expected {shape}")
+        if a.dtype != dtype:
+            raise DTypeError(f"parameters mix dtypes ({first.dtype} and {a.dtype} for {name!r}); "
+                             "use one of float32/float64")
+        if type(a) is not kind:
+            raise TypeError(f"parameters mix array libraries ({kind.__module__} and {type(a).__module__} "
+                            f"for {name!r})")
 
 
 def _dtype_check(what, a, dtype):
