@@ -24,22 +24,21 @@ def ops() -> NativeOps:
     def conv2d(x, w, b, stride, pad):
         return F.conv2d(x, w, b, stride=stride, padding=pad)
 
-    def conv2d_vjp(gy, x, w, stride, pad, want_params):
-        gx, gw, gb = aten.convolution_backward(
-            gy, x, w, [w.shape[0]], [stride, stride], [pad, pad], [1, 1],
-            False, [0, 0], 1, [True, want_params, want_params],
+    def _vjp(gy, x, w, stride, pad, want_params, transposed):
+        bias_size = [w.shape[1] if transposed else w.shape[0]]
+        return aten.convolution_backward(
+            gy, x, w, bias_size, [stride, stride], [pad, pad], [1, 1],
+            transposed, [0, 0], 1, [True, want_params, want_params],
         )
-        return gx, gw, gb
+
+    def conv2d_vjp(gy, x, w, stride, pad, want_params):
+        return _vjp(gy, x, w, stride, pad, want_params, False)
 
     def conv_transpose2d(x, w, b, stride, pad):
         return F.conv_transpose2d(x, w, b, stride=stride, padding=pad)
 
     def conv_transpose2d_vjp(gy, x, w, stride, pad, want_params):
-        gx, gw, gb = aten.convolution_backward(
-            gy, x, w, [w.shape[1]], [stride, stride], [pad, pad], [1, 1],
-            True, [0, 0], 1, [True, want_params, want_params],
-        )
-        return gx, gw, gb
+        return _vjp(gy, x, w, stride, pad, want_params, True)
 
     def conv2d_input_vjp(gy, w, in_hw, stride, pad):
         size = (gy.shape[0], w.shape[1], *in_hw)

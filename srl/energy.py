@@ -19,7 +19,7 @@ import math
 
 from . import _backend
 from .jet import Jet, primal
-from .validate import check_params, check_sigma, check_x, check_z
+from .validate import check_z, prepare
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -111,13 +111,10 @@ def _hessian(xp, gen, params, x, z, sigma):
 
 # ------------------------------------------------------------------------ public API
 def _prepare(gen, params, x, z, sigma):
-    check_params(gen, params)  # one library, one dtype, right shapes
-    first = next(iter(params.values()))
-    dtype = first.dtype
-    xp = _backend.array_namespace(x, *z, first)
-    n = check_x(gen, x, dtype=dtype)
+    xp, dtype, n, sigma = prepare(gen, params, x, sigma=sigma)
+    _backend.array_namespace(x, *z)  # one array library for data and latents too
     check_z(gen, z, dtype=dtype, n=n)
-    return xp, check_sigma(sigma)
+    return xp, sigma
 
 
 def energy(gen, params, x, z, *, sigma):

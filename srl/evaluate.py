@@ -48,7 +48,7 @@ def sample(gen, params, n: int, *, seed=0):
 
 
 def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_size=100, n_bound=None,
-             iw_chains=8, frechet=True, n_samples=1000, progress=None) -> dict:
+             iw_chains=8, frechet=True, n_samples=1000) -> dict:
     """Held-out metrics (see the module docstring for units).
 
     ``x_test``: host array ``(N, *out_shape)``. ``n_bound`` limits how many test examples
@@ -59,14 +59,11 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
     x_test = np.asarray(x_test, dtype=np.float64)
     N, D = x_test.shape[0], gen.D
     nb = N if n_bound is None else min(N, int(n_bound))
-    sq = 0.0
-    for a, b in _batches(N, batch_size):
-        x = to_backend(x_test[a:b], p0)
-        x_hat, _ = reconstruct(gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=[seed, a])
-        sq += float(np.sum((_backend.to_numpy(x_hat).astype(np.float64) - x_test[a:b]) ** 2))
-        if progress is not None:
-            progress(b, N)
-    out = {"mse_per_pixel": sq / (N * D), "n_test": N}
+
+    def decode(x, a):
+        return reconstruct(gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=[seed, a])[0]
+
+    out = _reconstruction_mse(gen, p0, x_test, decode, batch_size)
     sums = {"jacobian": 0.0, "reverse": 0.0, "reverse_iw": 0.0}
     for a, b in _batches(nb, batch_size):
         x = to_backend(x_test[a:b], p0)
@@ -87,13 +84,28 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
         out[f"{label}_nats"] = nats
         out[f"{label}_bpd"] = nats * to_bpd
     out["n_bound"] = nb
-    if frechet and tuple(gen.out_shape) == (1, 8, 8):
-        from .frechet import digits_frechet
-
-        xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4]))
-        out["frechet_digits"] = float(digits_frechet(xs))
-        out["n_samples"] = n_samples
+    if frechet:
+        out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples))
     return out
+
+
+def _reconstruction_mse(gen, like, x_test, decode, batch_size) -> dict:
+    """Per-pixel MSE of ``decode(x, start)`` over the held-out set, in batches."""
+    sq = 0.0
+    for a, b in _batches(x_test.shape[0], batch_size):
+        x_hat = decode(to_backend(x_test[a:b], like), a)
+        sq += float(np.sum((_backend.to_numpy(x_hat).astype(np.float64) - x_test[a:b]) ** 2))
+    return {"mse_per_pixel": sq / (x_test.shape[0] * gen.D), "n_test": int(x_test.shape[0])}
+
+
+def _synthesis_metrics(gen, params, *, seed, n_samples) -> dict:
+    """The digits Fréchet distance of ``n_samples`` samples (8×8 digits only)."""
+    if tuple(gen.out_shape) != (1, 8, 8):
+        return {}
+    from .frechet import digits_frechet
+
+    xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4]))
+    return {"frechet_digits": float(digits_frechet(xs)), "n_samples": n_samples}
 
 
 def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_size=100, n_bound=None,
@@ -108,12 +120,8 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
     x_test = np.asarray(x_test, dtype=np.float64)
     N, D = x_test.shape[0], gen.D
     nb = N if n_bound is None else min(N, int(n_bound))
-    sq = 0.0
-    for a, b in _batches(N, batch_size):
-        x = to_backend(x_test[a:b], p0)
-        x_hat = vae.reconstruct(xp, gen, enc, params, enc_params, x)
-        sq += float(np.sum((_backend.to_numpy(x_hat).astype(np.float64) - x_test[a:b]) ** 2))
-    out = {"mse_per_pixel": sq / (N * D), "n_test": N}
+    out = _reconstruction_mse(gen, p0, x_test, lambda x, a: vae.reconstruct(xp, gen, enc, params, enc_params, x),
+                              batch_size)
     elbo, iw = 0.0, 0.0
     rng = host_rng([seed, 7])
     for a, b in _batches(nb, batch_size):
@@ -131,12 +139,8 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
     out[f"neg_iw{iw_chains}_elbo_vae_nats"] = iw / nb
     out[f"neg_iw{iw_chains}_elbo_vae_bpd"] = iw / nb * to_bpd
     out["n_bound"] = nb
-    if frechet and tuple(gen.out_shape) == (1, 8, 8):
-        from .frechet import digits_frechet
-
-        xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4]))
-        out["frechet_digits"] = float(digits_frechet(xs))
-        out["n_samples"] = n_samples
+    if frechet:
+        out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples))
     return out
 
 

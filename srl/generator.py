@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional
 
-import numpy as np
 
 from . import _backend
 from .layers import Injection, Layer, ParamSpec, Sequential

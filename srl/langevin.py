@@ -15,7 +15,7 @@ from . import _backend
 from .energy import _grad_z
 from .errors import DivergenceError
 from .random import chain_noise
-from .validate import check_n_steps, check_params, check_sigma, check_step_size, check_x, check_z
+from .validate import check_z, prepare_chain
 
 
 def langevin_update(z, g, xi, step_size):
@@ -97,13 +97,7 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
 
     Raises ``DivergenceError`` if ``z_K`` is not finite (the step size is too large).
     """
-    check_params(gen, params)
-    dtype = next(iter(params.values())).dtype
-    xp = _backend.array_namespace(x, next(iter(params.values())))
-    n = check_x(gen, x, dtype=dtype)
-    sigma = check_sigma(sigma)
-    K = check_n_steps(n_steps)
-    s = check_step_size(step_size, len(gen.latent_dims))
+    xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size)
     z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)
     zK, path = _short_run(xp, gen, params, x, z0, noise, s, sigma, return_path=return_path)
     check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=K)

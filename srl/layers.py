@@ -96,32 +96,39 @@ class Dense(Layer):
         return gx
 
 
-class Conv2d(Layer):
-    """Cross-correlation with zero padding, PyTorch layout ``W (cout, cin, k, k)``.
-
-    Generic path: gather + matmul (``srl.conv``); a backend's native kernel is used for
-    plain arrays when available (tested equal).
-    """
+class _Convolution(Layer):
+    """Shared parameters and shape logic of Conv2d and ConvTranspose2d."""
 
     def __init__(self, name, cin, cout, k, *, stride=1, pad=0, bias=True):
         self.name, self.cin, self.cout, self.k = name, int(cin), int(cout), int(k)
         self.stride, self.pad, self.bias = int(stride), int(pad), bias
         self.w_name, self.b_name = f"{name}.weight", f"{name}.bias"
 
+    def weight_shape(self) -> tuple:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def param_specs(self):
         fan_in = self.cin * self.k * self.k
-        specs = [ParamSpec(f"{self.name}.weight", (self.cout, self.cin, self.k, self.k), fan_in)]
+        specs = [ParamSpec(self.w_name, self.weight_shape(), fan_in)]
         if self.bias:
-            specs.append(ParamSpec(f"{self.name}.bias", (self.cout,), fan_in))
+            specs.append(ParamSpec(self.b_name, (self.cout,), fan_in))
         return specs
 
     def out_shape(self, in_shape):
         c, h, w = in_shape
-        return (
-            self.cout,
-            conv.conv_out_size(h, self.k, self.stride, self.pad),
-            conv.conv_out_size(w, self.k, self.stride, self.pad),
-        )
+        size = conv.conv_transpose_out_size if isinstance(self, ConvTranspose2d) else conv.conv_out_size
+        return (self.cout, size(h, self.k, self.stride, self.pad), size(w, self.k, self.stride, self.pad))
+
+
+class Conv2d(_Convolution):
+    """Cross-correlation with zero padding, PyTorch layout ``W (cout, cin, k, k)``.
+
+    Generic path: gather + matmul (``srl.conv``); a backend's native kernel is used for
+    plain arrays when available (tested equal).
+    """
+
+    def weight_shape(self):
+        return (self.cout, self.cin, self.k, self.k)
 
     def forward(self, xp, p, x):
         W = p[self.w_name]
@@ -163,29 +170,12 @@ class Conv2d(Layer):
         return gx
 
 
-class ConvTranspose2d(Layer):
+class ConvTranspose2d(_Convolution):
     """Transposed convolution, PyTorch layout ``W (cin, cout, k, k)``; output
     ``(H − 1)s − 2p + k`` (SPEC §1 uses k5 s1 p2 / k3 s1 p1 and k4 s2 p1)."""
 
-    def __init__(self, name, cin, cout, k, *, stride=1, pad=0, bias=True):
-        self.name, self.cin, self.cout, self.k = name, int(cin), int(cout), int(k)
-        self.stride, self.pad, self.bias = int(stride), int(pad), bias
-        self.w_name, self.b_name = f"{name}.weight", f"{name}.bias"
-
-    def param_specs(self):
-        fan_in = self.cin * self.k * self.k
-        specs = [ParamSpec(f"{self.name}.weight", (self.cin, self.cout, self.k, self.k), fan_in)]
-        if self.bias:
-            specs.append(ParamSpec(f"{self.name}.bias", (self.cout,), fan_in))
-        return specs
-
-    def out_shape(self, in_shape):
-        c, h, w = in_shape
-        return (
-            self.cout,
-            conv.conv_transpose_out_size(h, self.k, self.stride, self.pad),
-            conv.conv_transpose_out_size(w, self.k, self.stride, self.pad),
-        )
+    def weight_shape(self):
+        return (self.cin, self.cout, self.k, self.k)
 
     def forward(self, xp, p, x):
         W = p[self.w_name]

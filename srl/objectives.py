@@ -41,7 +41,7 @@ from .jet import Jet
 from .langevin import check_chain, langevin_update, resolve_noise
 from .logdet import exact_logdet_terms
 from .random import host_rng, rademacher
-from .validate import check_n_steps, check_params, check_sigma, check_step_size, check_x
+from .validate import prepare_chain
 
 KINDS = ("jacobian", "reverse")
 LOGDETS = ("exact", "hutchinson")
@@ -320,13 +320,7 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
         raise ValueError(f"logdet must be one of {LOGDETS}, got {logdet!r}")
     if logdet != "exact" and kind != "jacobian":
         raise ValueError("logdet applies to kind='jacobian' only")
-    check_params(gen, params)
-    dtype = next(iter(params.values())).dtype
-    xp = _backend.array_namespace(x, next(iter(params.values())))
-    n = check_x(gen, x, dtype=dtype)
-    sigma = check_sigma(sigma)
-    K = check_n_steps(n_steps)
-    s = check_step_size(step_size, len(gen.latent_dims))
+    xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size)
     M = int(n_chains)
     if M < 1:
         raise ValueError(f"n_chains must be a positive integer, got {n_chains!r}")

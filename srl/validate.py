@@ -108,3 +108,18 @@ def check_n_steps(n_steps) -> int:
     if int(n_steps) != n_steps or int(n_steps) < 0:
         raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}")
     return int(n_steps)
+
+
+def prepare(gen, params, x, *, sigma):
+    """Validate params, data and σ once per public call: ``(xp, dtype, n, sigma)``."""
+    check_params(gen, params)  # one library, one dtype, the right names and shapes
+    first = next(iter(params.values()))
+    xp = _backend.array_namespace(x, first)
+    n = check_x(gen, x, dtype=first.dtype)
+    return xp, first.dtype, n, check_sigma(sigma)
+
+
+def prepare_chain(gen, params, x, *, sigma, n_steps, step_size):
+    """``prepare`` plus the chain settings: ``(xp, dtype, n, sigma, K, step sizes)``."""
+    xp, dtype, n, sigma = prepare(gen, params, x, sigma=sigma)
+    return xp, dtype, n, sigma, check_n_steps(n_steps), check_step_size(step_size, len(gen.latent_dims))

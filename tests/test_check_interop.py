@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import srl
+
 from srl import check
 
 torch = pytest.importorskip("torch")

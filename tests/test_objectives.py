@@ -27,7 +27,7 @@ from srl.generator import Generator, Level
 from srl.layers import Clamp, Dense, Reshape, Residual, Sequential, Shift, Softplus
 from srl.stepsize import AdamLogStep, GridSearch, StepSizeWarning
 
-from .helpers import configs, like, make_problem, to_np
+from .helpers import configs, make_problem, to_np
 
 
 def _crn_fd(gen, p, x, s, *, kind, K, sigma, seed, h=1e-5, **kw):

@@ -36,7 +36,7 @@ Conventions used throughout the oracle:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
