@@ -45,6 +45,7 @@ from .validate import prepare_chain
 
 KINDS = ("jacobian", "reverse")
 LOGDETS = ("exact", "hutchinson")
+GRADIENTS = ("auto", "forward", "adjoint")
 
 
 class _Chain:
@@ -272,12 +273,73 @@ def _reverse(ch, params, x, z0, noise, sigma, *, want_grad):
     return values, grad
 
 
+def _reverse_adjoint(ch, params, x, z0, noise, sigma):
+    """−log w (5.1) and its per-example s-gradient by a reverse (adjoint) sweep.
+
+    The forward chain stores ``z_k`` and ``g_k`` (O(K·n·d), no activations). With
+    ``λ_k = dℓ/dz_k`` (ℓ = −log w, noise held fixed) the sweep is
+
+        λ_K = g_K − H_K (½ s ⊙ r_{K−1})
+        λ_k = λ_{k+1} − H_k (A λ_{k+1} + ½ s ⊙ (r_{k−1} + r_k)),      1 ≤ k < K
+
+    one Hessian-vector product per step whatever the number of groups L, and
+
+        dℓ/ds_j = Σ_k λ_{k+1}·1_j ⊙ (ξ_k − s_j g_k) − ½ Σ_k r_k·1_j ⊙ (g_k + g_{k+1}).
+
+    Equal to the forward-sensitivity gradient (5.2) (tested); cheaper when L > 2.
+    """
+    xp = ch.xp
+    n = z0[0].shape[0]
+    K = len(noise)
+    zs, gs = [z0], [_grad_z(xp, ch.gen, params, x, z0, sigma)]
+    for xi in noise:
+        zs.append(langevin_update(zs[-1], gs[-1], xi, ch.s))  # (2.1)
+        e, g, _ = _value_and_grad(xp, ch.gen, params, x, zs[-1], sigma, want_energy=len(zs) == K + 1)
+        gs.append(g)
+    if K == 0:
+        energy = _value_and_grad(xp, ch.gen, params, x, z0, sigma)[0]
+    else:
+        energy = e
+    check_chain(xp, zs[-1], step_size=ch.s, sigma=sigma, n_steps=K, what="step-size objective chain")
+    rs = [tuple(xl - (0.5 * sl) * (gl + gnl) for xl, sl, gl, gnl in zip(xi, ch.s, gs[k], gs[k + 1]))
+          for k, xi in enumerate(noise)]
+    values = log_normal(xp, z0) + energy
+    for xi, r in zip(noise, rs):
+        values = values - 0.5 * _sqnorm(xp, xi) + 0.5 * _sqnorm(xp, r)
+    cols = [xp.zeros((n,), dtype=ch.dtype, device=ch.device) for _ in range(ch.L)]
+    lam = None  # λ_{k+1}
+    for k in range(K, 0, -1):
+        # v_k = A λ_{k+1} + ½ s ⊙ (r_{k−1} + r_k)   (λ_{K+1} = 0, r_K = 0)
+        v = []
+        for l, sl in enumerate(ch.s):
+            term = (0.5 * sl) * rs[k - 1][l]
+            if k < K:
+                term = term + (0.5 * sl * sl) * lam[l] + (0.5 * sl) * rs[k][l]
+            v.append(term)
+        _, hv = _hvp_stack(xp, ch.gen, params, x, zs[k], tuple(vl[None, ...] for vl in v), sigma)
+        lam = tuple((gs[K][l] if k == K else lam[l]) - hv[l][0, ...] for l in range(ch.L))  # λ_k
+        # explicit s-dependence of step k−1: z_k = z_{k−1} − A g_{k−1} + s ξ_{k−1}, and r_{k−1}
+        for j, sj in enumerate(ch.s):
+            dz = noise[k - 1][j] - sj * gs[k - 1][j]
+            dr = -0.5 * (gs[k - 1][j] + gs[k][j])
+            cols[j] = cols[j] + xp.sum(lam[j] * dz, axis=1) + xp.sum(rs[k - 1][j] * dr, axis=1)
+    return values, xp.stack(cols, axis=1)
+
+
 def _logmeanexp_weights(xp, logw):
     """``log mean_m exp(logw[m])`` and the softmax weights, for ``logw (M, n)``."""
     m = xp.max(logw, axis=0)  # (n,)
     e = xp.exp(logw - m[None, :])
     s = xp.sum(e, axis=0)
     return m + xp.log(s) - math.log(logw.shape[0]), e / s[None, :]
+
+
+def _use_adjoint(gradient: str, L: int) -> bool:
+    """Forward sensitivities cost ≈ (1 + L) gradient passes per step, the adjoint sweep
+    ≈ 3.2 (measured, docs/BENCHMARKS.md): ``"auto"`` takes the adjoint when L > 2."""
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    return gradient == "adjoint" or (gradient == "auto" and L > 2)
 
 
 def _objective(ch, params, x, z0, noise, sigma, *, kind, want_grad, n_chains, **opts):
@@ -292,7 +354,10 @@ def _objective(ch, params, x, z0, noise, sigma, *, kind, want_grad, n_chains, **
     n = x.shape[0]
     xr = xp.concat([x] * M, axis=0) if M > 1 else x
     if kind == "jacobian":
-        v, gr = _jacobian(ch, params, xr, z0, noise, sigma, want_grad=want_grad, **opts)
+        v, gr = _jacobian(ch, params, xr, z0, noise, sigma, want_grad=want_grad,
+                          **{k: o for k, o in opts.items() if k != "gradient"})
+    elif want_grad and _use_adjoint(opts.get("gradient", "auto"), ch.L):
+        v, gr = _reverse_adjoint(ch, params, xr, z0, noise, sigma)
     else:
         v, gr = _reverse(ch, params, xr, z0, noise, sigma, want_grad=want_grad)
     if not (bool(xp.all(xp.isfinite(v))) and (gr is None or bool(xp.all(xp.isfinite(gr))))):
@@ -312,7 +377,7 @@ def _objective(ch, params, x, z0, noise, sigma, *, kind, want_grad, n_chains, **
 
 
 def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, noise, n_chains, logdet,
-              n_probes, series_terms, probe_seed, want_grad):
+              n_probes, series_terms, probe_seed, want_grad, gradient="auto"):
     """Validate the inputs once, draw the noise, run the objective."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -320,17 +385,21 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
         raise ValueError(f"logdet must be one of {LOGDETS}, got {logdet!r}")
     if logdet != "exact" and kind != "jacobian":
         raise ValueError("logdet applies to kind='jacobian' only")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    if gradient == "adjoint" and kind != "reverse":
+        raise ValueError("gradient='adjoint' is implemented for kind='reverse' only")
     xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size)
     M = int(n_chains)
     if M < 1:
         raise ValueError(f"n_chains must be a positive integer, got {n_chains!r}")
     z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n * M)
     ch = _Chain(xp, gen, s, dtype, _backend.device(x))
-    opts = {}
+    opts = {"gradient": gradient}
     if kind == "jacobian":
         if probe_seed is None:
             probe_seed = [seed, 7919] if isinstance(seed, int) else 7919
-        opts = dict(logdet=logdet, n_probes=n_probes, series_terms=series_terms, rng=host_rng(probe_seed))
+        opts.update(logdet=logdet, n_probes=n_probes, series_terms=series_terms, rng=host_rng(probe_seed))
     values, per_example = _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=want_grad,
                                      n_chains=M, **opts)
     return xp, values, per_example
@@ -339,7 +408,7 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
 def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kind="jacobian",
                        z0=None, noise=None, n_chains: int = 1, logdet: str = "exact",
                        n_probes: int = 8, series_terms: int = 8, probe_seed=None,
-                       return_per_example: bool = False):
+                       return_per_example: bool = False, gradient: str = "auto"):
     """Step-size objective values and their exact gradient in s (SPEC §4, §5, §7).
 
     Parameters
@@ -357,6 +426,9 @@ def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kin
         with Rademacher probes, large d; see ``srl.logdet`` for its bias) — jacobian only
     n_probes, series_terms, probe_seed : settings of the Hutchinson estimator
     return_per_example : also return the per-example gradients ``(n, L)``
+    gradient : ``"forward"`` sensitivities (eq. 4.2, L tangents per step), ``"adjoint"``
+        reverse sweep (one HVP per step; reverse kind only) or ``"auto"`` (adjoint when
+        L > 2). Both are exact and agree to round-off.
 
     Returns
     -------
@@ -366,7 +438,7 @@ def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kin
     xp, values, per_example = _evaluate(
         gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=seed, kind=kind, z0=z0,
         noise=noise, n_chains=n_chains, logdet=logdet, n_probes=n_probes, series_terms=series_terms,
-        probe_seed=probe_seed, want_grad=True)
+        probe_seed=probe_seed, want_grad=True, gradient=gradient)
     grad = xp.sum(per_example, axis=0)
     if return_per_example:
         return values, grad, per_example
