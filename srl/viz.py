@@ -109,6 +109,9 @@ def plot_objective_curve(path, step_sizes, curves: dict, *, title: str = "", yla
     for label, values in curves.items():
         ax.plot(step_sizes, values, marker="o", ms=3, label=label)
     ax.set_xscale("log")
+    finite = [v for vals in curves.values() for v in vals if np.isfinite(v)]
+    if finite and min(finite) > 0:
+        ax.set_yscale("log")  # the minima sit orders of magnitude below the divergent end
     ax.set_xlabel("step size s (tied)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
