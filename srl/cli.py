@@ -126,53 +126,63 @@ def _cmd_train(a):
     return 0
 
 
-def _cmd_sample(a):
-    from . import viz
-    from .evaluate import sample
+def _load(a):
+    """The run named on the command line: ``(gen, gen params, encoder, encoder params, s, cfg)``."""
     from .train import load_run, split_run_params
 
     gen, params, s, cfg = load_run(a.run, backend=a.backend, device=a.device)
-    gen_p, _, _ = split_run_params(cfg, gen, params)
-    out = Path(a.output or Path(a.run if Path(a.run).is_dir() else Path(a.run).parent) / "samples.png")
+    gen_p, enc, enc_p = split_run_params(cfg, gen, params)
+    return gen, gen_p, enc, enc_p, s, cfg
+
+
+def _output(a, name):
+    run = Path(a.run)
+    return Path(a.output or (run if run.is_dir() else run.parent) / name)
+
+
+def _test_data(cfg, gen):
+    from . import data as data_mod
+
+    return data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit).test
+
+
+def _cmd_sample(a):
+    from . import viz
+    from .evaluate import sample
+
+    gen, gen_p, _, _, _, _ = _load(a)
+    out = _output(a, "samples.png")
     viz.save_grid(out, sample(gen, gen_p, a.n, seed=a.seed), title="samples g(z), z ~ N(0, I)")
     print(f"wrote {out}")
     return 0
 
 
 def _cmd_reconstruct(a):
-    from . import data as data_mod
-    from . import viz
-    from . import _backend, vae
+    from . import _backend, vae, viz
     from .evaluate import reconstruct, to_backend
-    from .train import load_run, split_run_params
 
-    gen, params, s, cfg = load_run(a.run, backend=a.backend, device=a.device)
-    gen_p, enc, enc_p = split_run_params(cfg, gen, params)
-    ds = data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit)
-    x = to_backend(ds.test[:a.n], gen_p[next(iter(gen_p))])
+    gen, gen_p, enc, enc_p, s, cfg = _load(a)
+    x = to_backend(_test_data(cfg, gen)[:a.n], gen_p[next(iter(gen_p))])
     if enc is not None:
         x_hat = vae.reconstruct(_backend.array_namespace(x), gen, enc, gen_p, enc_p, x)
     else:
         x_hat, _ = reconstruct(gen, gen_p, x, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed)
-    out = Path(a.output or Path(a.run if Path(a.run).is_dir() else Path(a.run).parent) / "reconstructions.png")
+    out = _output(a, "reconstructions.png")
     viz.save_reconstructions(out, x, x_hat, n=a.n, title=f"held-out data and reconstructions (K={cfg.n_steps})")
     print(f"wrote {out}")
     return 0
 
 
 def _cmd_eval(a):
-    from . import data as data_mod
     from .evaluate import evaluate, evaluate_vae
-    from .train import load_run, split_run_params
 
-    gen, params, s, cfg = load_run(a.run, backend=a.backend, device=a.device)
-    gen_p, enc, enc_p = split_run_params(cfg, gen, params)
-    ds = data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit)
+    gen, gen_p, enc, enc_p, s, cfg = _load(a)
+    test = _test_data(cfg, gen)
     if enc is not None:
-        metrics = evaluate_vae(gen, enc, gen_p, enc_p, ds.test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
+        metrics = evaluate_vae(gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
                                iw_chains=a.iw_chains)
     else:
-        metrics = evaluate(gen, gen_p, ds.test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
+        metrics = evaluate(gen, gen_p, test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
                            n_bound=a.n_bound, iw_chains=a.iw_chains)
     metrics["step_size"] = list(s)
     if a.json:
