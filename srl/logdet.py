@@ -21,6 +21,7 @@ series diverges when ρ(B) ≥ 1 (large steps): use ``logdet="exact"`` there.
 
 from __future__ import annotations
 
+from ._backend import device
 from .errors import DivergenceError
 
 
@@ -32,7 +33,7 @@ def exact_logdet_terms(xp, H, D3, A_vec, dA):
     Returns ``(logabsdet (n,), grad (n, L) or None)``.
     """
     n, d = H.shape[0], H.shape[1]
-    eye = xp.eye(d, dtype=H.dtype, device=_dev(H))
+    eye = xp.eye(d, dtype=H.dtype, device=device(H))
     M = eye - A_vec[:, None] * H  # (n, d, d): I − A H (A scales rows)
     sign, logabs = xp.linalg.slogdet(M)  # (n,), (n,)
     if not (bool(xp.all(sign != 0)) and bool(xp.all(xp.isfinite(logabs)))):
@@ -50,9 +51,3 @@ def exact_logdet_terms(xp, H, D3, A_vec, dA):
     W = Minv * A_vec[None, None, :]  # (n, d, d): M⁻¹ A (A scales columns)
     term2 = xp.sum(xp.reshape(D3 * W[None, ...], (D3.shape[0], n, d * d)), axis=2)  # (L, n)
     return logabs, term1 + xp.permute_dims(term2, (1, 0))  # (n, L)
-
-
-def _dev(a):
-    from ._backend import device
-
-    return device(a)

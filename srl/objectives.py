@@ -35,7 +35,7 @@ import math
 import numpy as np
 
 from . import _backend
-from .energy import LOG_2PI, _grad_z, _value_and_grad, columns_to_matrix, unit_directions
+from .energy import LOG_2PI, _grad_z, _hvp, _value_and_grad, columns_to_matrix, unit_directions
 from .errors import DivergenceError
 from .jet import Jet
 from .langevin import check_chain, langevin_update, resolve_noise
@@ -91,17 +91,8 @@ class _Chain:
         return xp.permute_dims(acc, (1, 0))
 
 
-def log_normal(xp, z):
-    """``log N(z; 0, I)`` per example, with its constant: ``(n,)``."""
-    d = sum(zl.shape[1] for zl in z)
-    quad = None
-    for zl in z:
-        q = xp.sum(zl * zl, axis=1)
-        quad = q if quad is None else quad + q
-    return -0.5 * quad - 0.5 * d * LOG_2PI
-
-
 def _sqnorm(xp, z):
+    """``‖z‖²`` per example over all groups: ``(n,)``."""
     out = None
     for zl in z:
         q = xp.sum(zl * zl, axis=1)
@@ -109,7 +100,12 @@ def _sqnorm(xp, z):
     return out
 
 
-# ----------------------------------------------------------------- per-step passes
+def log_normal(xp, z):
+    """``log N(z; 0, I)`` per example, with its constant: ``(n,)``."""
+    d = sum(zl.shape[1] for zl in z)
+    return -0.5 * _sqnorm(xp, z) - 0.5 * d * LOG_2PI
+
+
 def _exact_step(ch, params, x, z, t, sigma, *, want_grad):
     """One hyper-dual pass: ``g, H t, log|det M|, ∂(−log|det M|)/∂s (n, L)``."""
     xp, gen = ch.xp, ch.gen
@@ -162,7 +158,7 @@ def _hutchinson_step(ch, params, x, z, t, sigma, *, want_grad, rng, n_probes, se
     w = [ch.s[gi] ** 2 * 0.5 * h for gi, h in enumerate(Hv)]  # w_1 = A H v
     powers = [vg, w]  # w_0 = v, w_1, ...
     for _ in range(2, series_terms + 1):
-        _, hw = _hvp_stack(xp, gen, params, x, z, powers[-1], sigma)
+        _, hw = _hvp(xp, gen, params, x, z, powers[-1], sigma)
         powers.append([0.5 * ch.s[gi] ** 2 * h for gi, h in enumerate(hw)])
 
     def probe_dot(a, b):  # mean_p Σ_g a_g · b_g → (n,)
@@ -197,13 +193,6 @@ def _hutchinson_step(ch, params, x, z, t, sigma, *, want_grad, rng, n_probes, se
     return g, tuple(gj.c for gj in gz), logdet, dterm
 
 
-def _hvp_stack(xp, gen, params, x, z, dirs, sigma):
-    zj = tuple(Jet(zl, dl) for zl, dl in zip(z, dirs))
-    gz = _grad_z(xp, gen, params, x, zj, sigma)
-    return tuple(gj.a for gj in gz), tuple(gj.b for gj in gz)
-
-
-# ------------------------------------------------------------------------ objectives
 def _jacobian(ch, params, x, z0, noise, sigma, *, want_grad, logdet="exact", rng=None,
               n_probes=8, series_terms=8):
     """J_jac (4.1) per example and its per-example s-gradient (4.3): ``(values, grad (n, L))``."""
@@ -316,7 +305,7 @@ def _reverse_adjoint(ch, params, x, z0, noise, sigma):
             if k < K:
                 term = term + (0.5 * sl * sl) * lam[l] + (0.5 * sl) * rs[k][l]
             v.append(term)
-        _, hv = _hvp_stack(xp, ch.gen, params, x, zs[k], tuple(vl[None, ...] for vl in v), sigma)
+        _, hv = _hvp(xp, ch.gen, params, x, zs[k], tuple(vl[None, ...] for vl in v), sigma)
         lam = tuple((gs[K][l] if k == K else lam[l]) - hv[l][0, ...] for l in range(ch.L))  # λ_k
         # explicit s-dependence of step k−1: z_k = z_{k−1} − A g_{k−1} + s ξ_{k−1}, and r_{k−1}
         for j, sj in enumerate(ch.s):
