@@ -101,6 +101,9 @@ def build_parser():
     _run_dir_arg(p)
     p.add_argument("--n-bound", type=int, default=100, help="test examples used for the bounds")
     p.add_argument("--iw-chains", type=int, default=8, help="chains M of the importance-weighted bound")
+    p.add_argument("--fid-weights", default=None,
+                   help="Inception weights file for FID on non-digit images (pt_inception-2015-12-05-6726825d.pth; "
+                        "also found via $SRL_FID_WEIGHTS or the torch hub cache; never downloaded)")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p = sub.add_parser("check", help="compare a backend with the NumPy reference and torch.autograd")
     p.add_argument("--backend", default="numpy", help="numpy | torch | torch:cuda | cupy | array_api_strict")
@@ -180,10 +183,10 @@ def _cmd_eval(a):
     test = _test_data(cfg, gen)
     if enc is not None:
         metrics = evaluate_vae(gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
-                               iw_chains=a.iw_chains)
+                               iw_chains=a.iw_chains, fid_weights=a.fid_weights)
     else:
         metrics = evaluate(gen, gen_p, test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
-                           n_bound=a.n_bound, iw_chains=a.iw_chains)
+                           n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights)
     metrics["step_size"] = list(s)
     if a.json:
         print(json.dumps(metrics, indent=2))

@@ -48,12 +48,13 @@ def sample(gen, params, n: int, *, seed=0):
 
 
 def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_size=100, n_bound=None,
-             iw_chains=8, frechet=True, n_samples=1000) -> dict:
+             iw_chains=8, frechet=True, n_samples=1000, fid_weights=None) -> dict:
     """Held-out metrics (see the module docstring for units).
 
     ``x_test``: host array ``(N, *out_shape)``. ``n_bound`` limits how many test examples
     the (more expensive) bounds use; ``iw_chains`` is M of the importance-weighted bound;
-    ``frechet``: the digits Fréchet distance of ``n_samples`` samples (8×8 data only).
+    ``frechet``: the digits Fréchet distance of ``n_samples`` samples (8×8 data), or the
+    FID against the test images when Inception weights are available (``fid_weights``).
     """
     p0 = next(iter(params.values()))
     x_test = np.asarray(x_test, dtype=np.float64)
@@ -85,7 +86,8 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
         out[f"{label}_bpd"] = nats * to_bpd
     out["n_bound"] = nb
     if frechet:
-        out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples))
+        out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
+                                      fid_weights=fid_weights))
     return out
 
 
@@ -98,18 +100,35 @@ def _reconstruction_mse(gen, like, x_test, decode, batch_size) -> dict:
     return {"mse_per_pixel": sq / (x_test.shape[0] * gen.D), "n_test": int(x_test.shape[0])}
 
 
-def _synthesis_metrics(gen, params, *, seed, n_samples) -> dict:
-    """The digits Fréchet distance of ``n_samples`` samples (8×8 digits only)."""
-    if tuple(gen.out_shape) != (1, 8, 8):
-        return {}
-    from .frechet import digits_frechet
+def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_weights=None) -> dict:
+    """Synthesis metrics of ``n_samples`` samples g(z), z ~ N(0, I).
 
+    8×8 digits: the digits Fréchet distance (``srl.frechet``). Other images: FID with the
+    standard Inception features against ``x_reference`` when the Inception weights are
+    found locally (``srl.inception.find_weights``: ``fid_weights``, ``$SRL_FID_WEIGHTS`` or
+    the torch hub cache; never downloaded) — otherwise no FID is reported.
+    """
     xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4]))
-    return {"frechet_digits": float(digits_frechet(xs)), "n_samples": n_samples}
+    if tuple(gen.out_shape) == (1, 8, 8):
+        from .frechet import digits_frechet
+
+        return {"frechet_digits": float(digits_frechet(xs)), "n_samples": n_samples}
+    if x_reference is None:
+        return {}
+    try:
+        from . import inception
+
+        weights = inception.find_weights(fid_weights)
+    except (ImportError, FileNotFoundError):
+        if fid_weights is not None:
+            raise  # an explicit path that does not work is an error
+        return {}
+    return {"fid": float(inception.fid(xs, x_reference, weights=weights)), "n_samples": n_samples,
+            "fid_reference_images": int(len(x_reference))}
 
 
 def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_size=100, n_bound=None,
-                 iw_chains=8, elbo_samples=4, frechet=True, n_samples=1000) -> dict:
+                 iw_chains=8, elbo_samples=4, frechet=True, n_samples=1000, fid_weights=None) -> dict:
     """The VAE's held-out metrics in the same units as ``evaluate``: MSE of ``g(μ(x))``,
     −ELBO (mean of ``elbo_samples`` reparameterised draws) and the IWAE bound."""
     from . import vae
@@ -140,7 +159,8 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
     out[f"neg_iw{iw_chains}_elbo_vae_bpd"] = iw / nb * to_bpd
     out["n_bound"] = nb
     if frechet:
-        out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples))
+        out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
+                                      fid_weights=fid_weights))
     return out
 
 

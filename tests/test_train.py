@@ -153,3 +153,31 @@ def test_nan_pixels_are_rejected_before_training(tmp_path):
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(srl.NonFiniteError):
         srl.data.check_images(bad)
+
+
+def test_fid_is_reported_for_non_digit_images_when_weights_exist(tmp_path, monkeypatch):
+    """FID plumbing of srl eval: computed against the test images when weights are found,
+    absent when they are not, and an explicit missing weights path is an error."""
+    from srl import inception
+    from srl.evaluate import _synthesis_metrics
+
+    gen = srl.models.mlp(latent_dims=(2,), hidden=4, out_shape=(3, 4, 4))
+    p = gen.init(seed=0)
+    ref = np.zeros((5, 3, 4, 4))
+    monkeypatch.delenv("SRL_FID_WEIGHTS", raising=False)
+    monkeypatch.setattr(inception, "_cache_dirs", lambda: [tmp_path / "nowhere"])
+    assert _synthesis_metrics(gen, p, seed=0, n_samples=6, x_reference=ref) == {}
+    with pytest.raises(FileNotFoundError, match="explicit path"):
+        _synthesis_metrics(gen, p, seed=0, n_samples=6, x_reference=ref, fid_weights=tmp_path / "missing.pth")
+    weights = tmp_path / inception.WEIGHTS_FILE
+    weights.write_bytes(b"stand-in")
+    seen = {}
+
+    def fake_fid(a, b, *, weights):
+        seen.update(a=a.shape, b=b.shape, weights=weights)
+        return 12.5
+
+    monkeypatch.setattr(inception, "fid", fake_fid)
+    out = _synthesis_metrics(gen, p, seed=0, n_samples=6, x_reference=ref, fid_weights=weights)
+    assert out == {"fid": 12.5, "n_samples": 6, "fid_reference_images": 5}
+    assert seen == {"a": (6, 3, 4, 4), "b": (5, 3, 4, 4), "weights": weights}
