@@ -234,7 +234,6 @@ def main(argv=None):
     figs = docs / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     runs = Path(args.runs) if args.runs else (docs.parent / "runs" / "reproduce" if not args.quick else docs / "runs")
-    t0 = time.perf_counter()
     results = run_all(args, runs)
     if args.methods:
         print("trained the requested methods; run again without --methods to write the report")

@@ -179,7 +179,3 @@ def linear(xp, fn: Callable, x, *, fused: bool = False):
 def primal(x):
     """The value part of a jet (or the array itself)."""
     return x.a if isinstance(x, Jet) else x
-
-
-def is_jet(x) -> bool:
-    return isinstance(x, Jet)
