@@ -1,6 +1,6 @@
-"""srl.reference -- the independent plain-NumPy float64 oracle for SPEC §1, §2, §4, §5.
+"""srl.reference -- the independent plain-NumPy float64 oracle for docs/math.md §1, §2, §4, §5.
 
-Written separately from ``srl/`` on purpose (SPEC §6): it imports only NumPy and the
+Written separately from ``srl/`` on purpose (docs/math.md §6): it imports only NumPy and the
 standard library, and favours clarity over speed (explicit loops over kernel offsets,
 one Hessian column per forward-over-reverse pass).
 

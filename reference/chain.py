@@ -1,4 +1,4 @@
-"""Short-run Langevin chain (SPEC §2) and the step-size objectives (SPEC §4 eq. 4.1, §5 eq. 5.1).
+"""Short-run Langevin chain (docs/math.md §2) and the step-size objectives (docs/math.md §4 eq. 4.1, §5 eq. 5.1).
 
 Everything here works on an abstract :class:`Target` -- an energy E(z) on the
 *concatenated* latent vector (n, d) with its gradient and exact Hessian -- so the same
@@ -37,7 +37,7 @@ class Target:
 
 
 def generator_target(config, params, x, sigma):
-    """The energy of SPEC eq. (1.1) for the generator ``config`` as a :class:`Target`."""
+    """The energy of docs/math.md eq. (1.1) for the generator ``config`` as a :class:`Target`."""
     dims = N.latent_dims(config)
     x = np.asarray(x, dtype=np.float64)
     t = Target(dims, None, None, None)
@@ -53,7 +53,7 @@ def concat(z):
 
 
 def step_vector(dims, step_size):
-    """Per-coordinate step sizes s (d,): each group's coordinates get its group's s (SPEC §2).
+    """Per-coordinate step sizes s (d,): each group's coordinates get its group's s (docs/math.md §2).
 
     ``step_size`` is a float (shared) or a sequence of one value per group.
     """
@@ -77,7 +77,7 @@ def log_std_normal(zc):
 # --------------------------------------------------------------------------- #
 
 def run_chain(target, step_size, z0, noise):
-    """SPEC eq. (2.1): z_{k+1} = z_k − A ∇E(z_k) + s ⊙ ξ_k, A = diag(s²/2).
+    """docs/math.md eq. (2.1): z_{k+1} = z_k − A ∇E(z_k) + s ⊙ ξ_k, A = diag(s²/2).
 
     z0: (n, d); noise: list of K arrays (n, d).
     Returns (zs, gs): lists of the K+1 states z_0..z_K and gradients g_0..g_K, each (n, d).
@@ -94,7 +94,7 @@ def run_chain(target, step_size, z0, noise):
 
 
 def jacobian_objective_target(target, step_size, z0, noise):
-    """J_jac of SPEC eq. (4.1) for one draw of the noise:
+    """J_jac of docs/math.md eq. (4.1) for one draw of the noise:
 
         log N(z_0; 0, I) − Σ_{k<K} log|det(I − A H_k)| + E(z_K),   H_k = ∇²E(z_k)
 
@@ -113,7 +113,7 @@ def jacobian_objective_target(target, step_size, z0, noise):
 
 
 def log_weight_target(target, step_size, z0, noise):
-    """log w of SPEC eq. (5.1) for one chain (Langevin forward and reverse kernels):
+    """log w of docs/math.md eq. (5.1) for one chain (Langevin forward and reverse kernels):
 
         log w = −E(z_K) − log N(z_0; 0, I) + Σ_{k<K} [½‖ξ_k‖² − ½‖ξ_k − ½ s ⊙ (g_k + g_{k+1})‖²]
 
@@ -129,7 +129,7 @@ def log_weight_target(target, step_size, z0, noise):
 
 
 def iw_objective_target(target, step_size, z0s, noises):
-    """−log (1/M) Σ_m w_m over M independent chains (SPEC §5, importance-weighted), via a
+    """−log (1/M) Σ_m w_m over M independent chains (docs/math.md §5, importance-weighted), via a
     stable log-sum-exp. z0s: M × (n, d); noises: M × K × (n, d). -> (n,)"""
     if len(z0s) != len(noises) or len(z0s) == 0:
         raise ValueError("need the same number M >= 1 of z0s and noises")
@@ -145,7 +145,7 @@ def iw_objective_target(target, step_size, z0s, noises):
 # --------------------------------------------------------------------------- #
 
 def short_run(config, params, x, step_size, z0, noise, sigma):
-    """Short-run Langevin, SPEC eq. (2.1), on the energy (1.1) with the given noise.
+    """Short-run Langevin, docs/math.md eq. (2.1), on the energy (1.1) with the given noise.
 
     z0: tuple like z; noise: list of K tuples like z; step_size: float or one per group.
     Returns (z_K, path) with path the list of the K+1 tuples z_0..z_K.
@@ -157,19 +157,19 @@ def short_run(config, params, x, step_size, z0, noise, sigma):
 
 
 def jacobian_objective(config, params, x, step_size, z0, noise, sigma):
-    """J_jac of SPEC eq. (4.1) for this noise (the integrand of the expectation). -> (n,)"""
+    """J_jac of docs/math.md eq. (4.1) for this noise (the integrand of the expectation). -> (n,)"""
     t = generator_target(config, params, x, sigma)
     return jacobian_objective_target(t, step_size, concat(z0), [concat(xi) for xi in noise])
 
 
 def reverse_objective(config, params, x, step_size, z0, noise, sigma):
-    """−log w of SPEC eq. (5.1) for this noise. -> (n,)"""
+    """−log w of docs/math.md eq. (5.1) for this noise. -> (n,)"""
     t = generator_target(config, params, x, sigma)
     return -log_weight_target(t, step_size, concat(z0), [concat(xi) for xi in noise])
 
 
 def iw_reverse_objective(config, params, x, step_size, z0s, noises, sigma):
-    """−log (1/M) Σ_m w_m, w_m of SPEC eq. (5.1) over M chains (SPEC §5). -> (n,)
+    """−log (1/M) Σ_m w_m, w_m of docs/math.md eq. (5.1) over M chains (docs/math.md §5). -> (n,)
 
     z0s: list of M tuples like z; noises: list of M lists of K tuples like z.
     """

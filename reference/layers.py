@@ -1,7 +1,7 @@
 """Primitive layers of the generator, with their first and second derivatives.
 
 Plain NumPy, float64, written for clarity (explicit loops over kernel offsets).
-This module implements the layer vocabulary of SPEC §1 with the exact conventions
+This module implements the layer vocabulary of docs/math.md §1 with the exact conventions
 of docs/models.md ("Layers (all PyTorch conventions)").
 
 For every elementwise activation ``f`` we provide ``f``, ``f'`` and ``f''``; these
@@ -31,7 +31,7 @@ _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 # --------------------------------------------------------------------------- #
-# Elementwise activations (SPEC §1 "Layer vocabulary"; docs/models.md "Layers")
+# Elementwise activations (docs/math.md §1 "Layer vocabulary"; docs/models.md "Layers")
 # --------------------------------------------------------------------------- #
 
 def normal_cdf(x):
@@ -82,7 +82,7 @@ def softplus_d2(x):
 
 
 def tanh(x):
-    """tanh (output nonlinearity, SPEC §1)."""
+    """tanh (output nonlinearity, docs/math.md §1)."""
     return np.tanh(x)
 
 

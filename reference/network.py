@@ -1,4 +1,4 @@
-"""The generator g_theta(z) of SPEC §1 as a small explicit computation graph ("tape").
+"""The generator g_theta(z) of docs/math.md §1 as a small explicit computation graph ("tape").
 
 The graph is built from a config dict exactly as described in docs/models.md
 (kinds "mlp" and "conv"; parameter names and PyTorch layouts of that page).
@@ -10,7 +10,7 @@ Each node is one layer with four hand-written rules:
 (d) ``vjp_tangent``  dgx = d/de vjp(x + e dx, gy + e dgy), theta fixed    (forward over reverse)
 
 Running (a), (b) gives gradients; running (c) forward and then (d) backward gives an
-exact Hessian-vector product in z (SPEC §4, §6: "exact, never finite differences").
+exact Hessian-vector product in z (docs/math.md §4, §6: "exact, never finite differences").
 """
 
 import math
@@ -33,12 +33,12 @@ CONV_DEFAULTS = {"proj_channels": 4, "proj_kernel": 3, "res_kernels": (3, 3), "i
 # =========================================================================== #
 
 class Node:
-    """One layer of the generator (SPEC §1 layer vocabulary) with its four derivative rules.
+    """One layer of the generator (docs/math.md §1 layer vocabulary) with its four derivative rules.
 
     Common arguments: ``P`` the parameter dict; ``xs`` the list of input values of the
     node (each (n, ...)); ``dxs`` their tangents along a z-direction (same shapes);
     ``gy`` the cotangent of the output (shape of y) and ``dgy`` its tangent.
-    Parameters are never perturbed by tangents: second order is in z only (SPEC §4).
+    Parameters are never perturbed by tangents: second order is in z only (docs/math.md §4).
     """
 
     params = ()              # (name, shape, fan_in) of the parameters this node owns
@@ -186,7 +186,7 @@ def gelu_node():
 
 
 def tanh_node():
-    """Output tanh node (SPEC §1): f' = 1 − tanh², f'' = −2 tanh (1 − tanh²)."""
+    """Output tanh node (docs/math.md §1): f' = 1 − tanh², f'' = −2 tanh (1 − tanh²)."""
     return Elementwise("tanh", L.tanh, L.tanh_d1, L.tanh_d2)
 
 
@@ -240,7 +240,7 @@ class Reshape(Node):
 
 
 class Add(Node):
-    """Residual / skip addition y = a + b (SPEC §1)."""
+    """Residual / skip addition y = a + b (docs/math.md §1)."""
 
     def forward(self, P, xs):
         """y = a + b (same shapes)."""
@@ -260,7 +260,7 @@ class Add(Node):
 
 
 class Inject(Node):
-    """Stochastic injection u = mu + exp(v/2) * z (SPEC §1; docs/models.md "Injection").
+    """Stochastic injection u = mu + exp(v/2) * z (docs/math.md §1; docs/models.md "Injection").
 
     Inputs (mu, v, z), all (n, d). With e = exp(v/2):
       forward       u    = mu + e z
@@ -352,7 +352,7 @@ def _normalize(config):
 
 
 def _mlp_graph(cfg):
-    """kind "mlp" of docs/models.md (SPEC §1 with Dense layers)."""
+    """kind "mlp" of docs/models.md (docs/math.md §1 with Dense layers)."""
     dims, Hd, out_shape = cfg["latent_dims"], int(cfg["hidden"]), cfg["out_shape"]
     D = int(np.prod(out_shape))
     g = Graph()
@@ -395,7 +395,7 @@ def _mlp_graph(cfg):
 
 
 def _conv_graph(cfg):
-    """kind "conv" of docs/models.md (SPEC §1, the authors' layer types)."""
+    """kind "conv" of docs/models.md (docs/math.md §1, the authors' layer types)."""
     dims, c, out_shape = cfg["latent_dims"], int(cfg["channels"]), cfg["out_shape"]
     q, kp, (k1, k2), ki = int(cfg["proj_channels"]), int(cfg["proj_kernel"]), cfg["res_kernels"], int(cfg["inj_kernel"])
     C, Himg, Wimg = out_shape
@@ -443,7 +443,7 @@ def _conv_graph(cfg):
 
 
 def build_graph(config):
-    """Build the generator graph of SPEC §1 / docs/models.md for ``config``."""
+    """Build the generator graph of docs/math.md §1 / docs/models.md for ``config``."""
     cfg = _normalize(config)
     return _mlp_graph(cfg) if cfg["kind"] == "mlp" else _conv_graph(cfg)
 
@@ -474,7 +474,7 @@ def init_params(config, seed=0):
 
 
 def latent_dims(config):
-    """(d_1, ..., d_L) of the config, top-down (SPEC §1)."""
+    """(d_1, ..., d_L) of the config, top-down (docs/math.md §1)."""
     return tuple(int(d) for d in config["latent_dims"])
 
 
@@ -485,7 +485,7 @@ def prior(config, n, seed=0):
 
 
 def chain_noise(config, n, n_steps, seed=0):
-    """Chain noise (z0, [xi_0..xi_{K-1}]) for SPEC §2 drawn as in docs/models.md "Noise"."""
+    """Chain noise (z0, [xi_0..xi_{K-1}]) for docs/math.md §2 drawn as in docs/models.md "Noise"."""
     rng = np.random.default_rng(seed)
     dims = latent_dims(config)
     z0 = tuple(rng.standard_normal((n, d)) for d in dims)
@@ -600,6 +600,6 @@ def reverse_tangent(graph, params, vals, tans, cots, dg_out):
 
 
 def forward(config, params, z):
-    """x_hat = g_theta(z), SPEC §1 / docs/models.md "Generator". z: tuple of (n, d_l) -> (n, *out_shape)."""
+    """x_hat = g_theta(z), docs/math.md §1 / docs/models.md "Generator". z: tuple of (n, d_l) -> (n, *out_shape)."""
     graph = build_graph(config)
     return forward_values(graph, prepare_params(graph, params), z)[graph.output]

@@ -11,8 +11,8 @@ size, learning rate and seeds; they differ only in how z is inferred:
 * ``fixed``     short-run Langevin, s held at its initial value;
 * ``grid``      one tied s chosen by grid search on J_jac (the paper's option), every 20
                 iterations (the others update every 5) because each search costs ~20 chains;
-* ``jacobian``  s by Adam on log s with the exact gradient of J_jac (SPEC §4.1);
-* ``reverse``   s by Adam on log s with the gradient of the reverse-kernel bound (SPEC §5);
+* ``jacobian``  s by Adam on log s with the exact gradient of J_jac (docs/math.md §4.1);
+* ``reverse``   s by Adam on log s with the gradient of the reverse-kernel bound (docs/math.md §5);
 * ``vae``       an encoder network and the reparameterised ELBO (srl.vae).
 
 Results (per seed and mean ± standard deviation), plots of the step sizes during

@@ -3,7 +3,7 @@ size is optimized variationally (Nijkamp et al., ECCV 2020, arXiv 1912.01909).
 
 Array-API generic: the same code runs on NumPy, PyTorch (CPU/CUDA), CuPy and
 array-api-strict, with every derivative written out by hand (no autograd in the core).
-The math is specified in SPEC.md; section numbers are cited in each docstring.
+The math, with derivations, is in docs/math.md; its section and equation numbers are cited in each docstring.
 
     import srl
     gen = srl.models.mlp(latent_dims=(4, 8), hidden=32, out_shape=(1, 8, 8))

@@ -1,4 +1,4 @@
-"""Array backends by name, dtypes, devices and host transfers (SPEC §7).
+"""Array backends by name, dtypes, devices and host transfers (docs/math.md §7).
 
 ``backend`` arguments accept ``"numpy"``, ``"torch"``, ``"cupy"`` and
 ``"array_api_strict"``, optionally with a device as ``"torch:cuda"`` or through the
@@ -138,7 +138,7 @@ def from_numpy(xp, a: np.ndarray, *, dtype, device):
     """Copy a host NumPy array to ``xp`` with the given dtype and device.
 
     All randomness in srl is drawn in float64 on the host and moved here, which is what
-    makes the same seed give the same numbers on every backend (SPEC §7).
+    makes the same seed give the same numbers on every backend (docs/math.md §7).
     """
     if xp.__name__.startswith("array_api_strict"):
         # array_api_strict accepts buffers only through asarray on Python/NumPy objects.

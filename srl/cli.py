@@ -31,12 +31,12 @@ def _add_train(sub):
 
     d = TrainConfig()
     p = sub.add_parser("train", help="learn a generator with short-run inference",
-                       description="Learn θ by short-run Langevin inference (SPEC §3) with step sizes optimized "
-                                   "variationally (SPEC §4, §5). Writes metrics.jsonl, training.png, samples.png, "
+                       description="Learn θ by short-run Langevin inference (docs/math.md §3) with step sizes optimized "
+                                   "variationally (docs/math.md §4, §5). Writes metrics.jsonl, training.png, samples.png, "
                                    "reconstructions.png, summary.json and checkpoint.npz to --out.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--method", default=d.method, choices=["shortrun", "vae"],
-                   help="short-run Langevin inference (SPEC §3) or the VAE baseline on the same generator")
+                   help="short-run Langevin inference (docs/math.md §3) or the VAE baseline on the same generator")
     g = p.add_argument_group("data")
     g.add_argument("--data", default=d.data, help="digits | mnist | svhn | cifar10 | folder | PATH to images")
     g.add_argument("--root", default=None, help="directory with the dataset's standard files (never downloaded)")

@@ -1,4 +1,4 @@
-"""2-D convolutions from array-API gathers and matmuls (SPEC §1: Conv2d, ConvTranspose2d).
+"""2-D convolutions from array-API gathers and matmuls (docs/math.md §1: Conv2d, ConvTranspose2d).
 
 The array API has no convolution and no scatter. Every convolution-like map here — the
 forward passes and the input-VJPs of Conv2d and ConvTranspose2d — is one *gather-matmul*

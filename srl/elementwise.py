@@ -1,4 +1,4 @@
-"""Elementwise nonlinearities with hand-written derivative towers (SPEC §1 vocabulary).
+"""Elementwise nonlinearities with hand-written derivative towers (docs/math.md §1 vocabulary).
 
 Each primitive f knows ``f, f', f'', f'''`` in closed form. A tower
 ``tower(xp, a, k0, n)`` returns ``[f^(k0)(a), ..., f^(k0+n-1)(a)]``:

@@ -1,4 +1,4 @@
-"""The energy E_θ(z; x) = −log p_θ(x, z) and its derivatives (SPEC eq. 1.1, §7).
+"""The energy E_θ(z; x) = −log p_θ(x, z) and its derivatives (docs/math.md eq. 1.1, §7).
 
     E_θ(z; x) = ½‖z‖² + ‖x − g_θ(z)‖²/(2σ²) + (d/2) log 2π + (D/2) log(2πσ²)
 
@@ -118,7 +118,7 @@ def _prepare(gen, params, x, z, sigma):
 
 
 def energy(gen, params, x, z, *, sigma):
-    """Per-example energy ``E_θ(z; x)`` of SPEC eq. (1.1), with all constants: ``(n,)``.
+    """Per-example energy ``E_θ(z; x)`` of docs/math.md eq. (1.1), with all constants: ``(n,)``.
 
     Parameters
     ----------

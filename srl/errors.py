@@ -26,5 +26,5 @@ class DivergenceError(FloatingPointError):
     """A Langevin chain or a step-size objective became non-finite or singular.
 
     Raised when ``z_K`` or an energy is NaN/inf (the step size is too large for the
-    model's curvature) or when ``I - A H_k`` is singular (SPEC §4).
+    model's curvature) or when ``I - A H_k`` is singular (docs/math.md §4).
     """

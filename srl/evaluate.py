@@ -5,7 +5,7 @@ per example and in bits per dimension, ``nats / (D ln 2)``, for the *continuous*
 of the Gaussian observation model on [−1, 1]-scaled pixels (no dequantisation), so they
 compare runs of this library, not published discrete-data numbers.
 
-* ``−J_jac`` (SPEC eq. 4.1) is an ELBO: E[J_jac] ≥ −log p(x).
+* ``−J_jac`` (docs/math.md eq. 4.1) is an ELBO: E[J_jac] ≥ −log p(x).
 * ``log w`` (eq. 5.1) is an ELBO, and ``log (1/M) Σ_m w_m`` over M chains a tighter one.
 """
 
@@ -165,7 +165,7 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
 
 
 def batch_value_and_param_grad(xp, gen, params, x, z, sigma):
-    """Mean energy, mean ∇_θ E and the per-pixel MSE at fixed z (SPEC eq. 3.1)."""
+    """Mean energy, mean ∇_θ E and the per-pixel MSE at fixed z (docs/math.md eq. 3.1)."""
     energy, _, grads, residual = _value_and_grad(xp, gen, params, x, z, sigma, want_params=True,
                                                  want_residual=True)
     n = x.shape[0]

@@ -1,4 +1,4 @@
-"""The top-down generator g_θ(z) with its hand-written reverse pass (SPEC §1).
+"""The top-down generator g_θ(z) with its hand-written reverse pass (docs/math.md §1).
 
     h[0] = res0(proj0(z[0]))
     for i = 1 .. L-1:
@@ -32,7 +32,7 @@ class Level(NamedTuple):
 
 
 class Generator:
-    """A multi-layer latent-variable generator (SPEC §1, §7).
+    """A multi-layer latent-variable generator (docs/math.md §1, §7).
 
     Attributes: ``latent_dims`` (top-down), ``out_shape``, ``config`` (JSON-able dict,
     see docs/models.md), ``d`` (total latent dimension), ``D`` (pixels per image).
@@ -137,7 +137,7 @@ class Generator:
         return tuple(gz)
 
     def forward(self, params, z):
-        """``x̂ = g_θ(z)``, shape ``(n, *out_shape)`` (SPEC §7)."""
+        """``x̂ = g_θ(z)``, shape ``(n, *out_shape)`` (docs/math.md §7)."""
         from .validate import check_params, check_z
 
         xp = _backend.array_namespace(*z, next(iter(params.values())))

@@ -1,8 +1,8 @@
 """Truncated Taylor numbers for forward-mode derivatives of the hand-written passes.
 
-SPEC §4.1 asks for the third-order term ``D³E(z)[t]`` "by forward mode over the
+docs/math.md §4.1 asks for the third-order term ``D³E(z)[t]`` "by forward mode over the
 hand-written HVP, e.g. dual numbers over the manual reverse pass". This module is that
-forward mode, and it also gives the Hessian-vector products (SPEC §7 ``hvp_z``):
+forward mode, and it also gives the Hessian-vector products (docs/math.md §7 ``hvp_z``):
 
 * a **first-order jet** ``a + Σ_p ε_p b_p`` (``ε_p ε_p' = 0``) pushed through the manual
   forward *and* reverse pass of the energy returns, in its ``b`` part, the directional

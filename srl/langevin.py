@@ -1,4 +1,4 @@
-"""Short-run Langevin inference, noise-initialised and non-persistent (SPEC §2).
+"""Short-run Langevin inference, noise-initialised and non-persistent (docs/math.md §2).
 
     z_0 ~ N(0, I)
     z_{k+1} = z_k − A ∇_z E(z_k) + s ⊙ ξ_k,     A = diag(s²/2),  ξ_k ~ N(0, I)      (2.1)
@@ -77,7 +77,7 @@ def _short_run(xp, gen, params, x, z0, noise, step_size, sigma, *, return_path=F
 
 def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noise=None,
               return_path=False):
-    """Run K steps of short-run Langevin inference from noise (SPEC eq. 2.1).
+    """Run K steps of short-run Langevin inference from noise (docs/math.md eq. 2.1).
 
     Parameters
     ----------

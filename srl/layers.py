@@ -1,4 +1,4 @@
-"""Layers with hand-written forward and reverse passes (SPEC §1 layer vocabulary).
+"""Layers with hand-written forward and reverse passes (docs/math.md §1 layer vocabulary).
 
 Every layer follows the same two-function protocol (llm.c style):
 
@@ -172,7 +172,7 @@ class Conv2d(_Convolution):
 
 class ConvTranspose2d(_Convolution):
     """Transposed convolution, PyTorch layout ``W (cin, cout, k, k)``; output
-    ``(H − 1)s − 2p + k`` (SPEC §1 uses k5 s1 p2 / k3 s1 p1 and k4 s2 p1)."""
+    ``(H − 1)s − 2p + k`` (docs/math.md §1 uses k5 s1 p2 / k3 s1 p1 and k4 s2 p1)."""
 
     def weight_shape(self):
         return (self.cin, self.cout, self.k, self.k)
@@ -344,7 +344,7 @@ class Residual(Layer):
 
 
 class Injection:
-    """Stochastic injection ``u = μ + exp(v/2) ⊙ z`` (SPEC §1, non-centred form).
+    """Stochastic injection ``u = μ + exp(v/2) ⊙ z`` (docs/math.md §1, non-centred form).
 
     VJPs with ``e = exp(v/2)``:  ``gμ = gu``,  ``gv = ½ e ⊙ z ⊙ gu``,  ``gz = e ⊙ gu``.
     """

@@ -1,4 +1,4 @@
-"""log|det(I − A H)| and its s-derivative, exact or stochastic (SPEC §4, §4.1).
+"""log|det(I − A H)| and its s-derivative, exact or stochastic (docs/math.md §4, §4.1).
 
 Exact (small d): from the per-example Hessian ``H (n, d, d)`` and third-order matrices
 ``D³E[t_j] (L, n, d, d)`` (both from one hyper-dual jet pass, ``srl.jet``):
@@ -39,7 +39,7 @@ def exact_logdet_terms(xp, H, D3, A_vec, dA):
     if not (bool(xp.all(sign != 0)) and bool(xp.all(xp.isfinite(logabs)))):
         raise DivergenceError(
             "I − A H_k is singular or non-finite for some example: the step size is too "
-            "large for the model's curvature (SPEC §4)"
+            "large for the model's curvature (docs/math.md §4)"
         )
     if D3 is None:
         return logabs, None

@@ -1,4 +1,4 @@
-"""The three generator architectures (SPEC §1, §7; exact layer tables in docs/models.md).
+"""The three generator architectures (docs/math.md §1, §7; exact layer tables in docs/models.md).
 
     srl.models.mlp(latent_dims=(4, 8), hidden=32, out_shape=(1, 8, 8))
     srl.models.conv(latent_dims=(8, 16), out_shape=(1, 8, 8), channels=16)
@@ -67,7 +67,7 @@ def mlp(latent_dims=(4, 8), hidden: int = 32, out_shape=(1, 8, 8)) -> Generator:
 
 def conv(latent_dims=(8, 16), out_shape=(1, 8, 8), channels: int = 16, *, proj_channels: int = 4,
          proj_kernel: int = 3, res_kernels=(3, 3), inj_kernel: int = 3) -> Generator:
-    """Convolutional generator with the authors' layer types (SPEC §1 table).
+    """Convolutional generator with the authors' layer types (docs/math.md §1 table).
 
     The images ``(C, H, W)`` are produced by a final stride-2 transposed convolution from a
     ``(channels, H/2, W/2)`` grid. The defaults suit 8×8 digits; ``paper()`` sets the
@@ -119,7 +119,7 @@ def conv(latent_dims=(8, 16), out_shape=(1, 8, 8), channels: int = 16, *, proj_c
 
 
 def paper() -> Generator:
-    """The authors' 5-layer CelebA 32×32 generator [code] (SPEC §1 table)."""
+    """The authors' 5-layer CelebA 32×32 generator [code] (docs/math.md §1 table)."""
     return conv(latent_dims=(64, 64, 64, 96, 128), out_shape=(3, 32, 32), channels=64,
                 proj_channels=4, proj_kernel=5, res_kernels=(5, 3), inj_kernel=5)
 

@@ -1,4 +1,4 @@
-"""Step-size objectives and their exact s-gradients (SPEC §4, §4.1, §5).
+"""Step-size objectives and their exact s-gradients (docs/math.md §4, §4.1, §5).
 
 Both objectives are upper bounds on −log p_θ(x) in expectation over the chain noise;
 minimising them over the step sizes ``s`` is the paper's variational optimisation.
@@ -398,7 +398,7 @@ def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kin
                        z0=None, noise=None, n_chains: int = 1, logdet: str = "exact",
                        n_probes: int = 8, series_terms: int = 8, probe_seed=None,
                        return_per_example: bool = False, gradient: str = "auto"):
-    """Step-size objective values and their exact gradient in s (SPEC §4, §5, §7).
+    """Step-size objective values and their exact gradient in s (docs/math.md §4, §5, §7).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Adam written against the array API (SPEC §3; paper defaults lr 8e-5, β1 = 0.5).
+"""Adam written against the array API (docs/math.md §3; paper defaults lr 8e-5, β1 = 0.5).
 
     m ← β1 m + (1 − β1) g          v ← β2 v + (1 − β2) g²
     θ ← θ − lr · m̂ / (√v̂ + ε),     m̂ = m/(1 − β1ᵗ),  v̂ = v/(1 − β2ᵗ)

@@ -1,4 +1,4 @@
-"""Portable seeded noise (SPEC §2, §7; draw order in docs/models.md "Noise").
+"""Portable seeded noise (docs/math.md §2, §7; draw order in docs/models.md "Noise").
 
 The core math never draws random numbers: noise is an argument. This module is the one
 place that turns a ``seed`` into arrays. Every draw is made in float64 by
@@ -29,7 +29,7 @@ def standard_normal_groups(rng, n: int, latent_dims, *, xp, dtype, device) -> tu
 
 
 def chain_noise(seed, n: int, latent_dims, n_steps: int, *, xp, dtype, device):
-    """Noise for a short-run chain (SPEC eq. 2.1): ``(z0, [xi_0, ..., xi_{K-1}])``.
+    """Noise for a short-run chain (docs/math.md eq. 2.1): ``(z0, [xi_0, ..., xi_{K-1}])``.
 
     Draw order: ``z0`` group by group, then for k = 0..K-1 each ``xi_k`` group by group.
     """
@@ -43,6 +43,6 @@ def chain_noise(seed, n: int, latent_dims, n_steps: int, *, xp, dtype, device):
 
 
 def rademacher(rng, shape, *, xp, dtype, device):
-    """Rademacher (±1) probes for Hutchinson trace estimates (SPEC §4)."""
+    """Rademacher (±1) probes for Hutchinson trace estimates (docs/math.md §4)."""
     signs = rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
     return from_numpy(xp, signs, dtype=dtype, device=device)

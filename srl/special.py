@@ -1,4 +1,4 @@
-"""The normal CDF Φ(x) from array-API operations only (needed by exact GELU, SPEC §1).
+"""The normal CDF Φ(x) from array-API operations only (needed by exact GELU, docs/math.md §1).
 
 The array API standard has no ``erf``. ``erfc`` below is a vectorised transcription of
 the piecewise rational approximations of fdlibm's ``s_erf.c`` (Sun Microsystems, 1993:

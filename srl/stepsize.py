@@ -1,4 +1,4 @@
-"""Step-size optimisers: grid search (the paper's option) and Adam on log s (SPEC §4).
+"""Step-size optimisers: grid search (the paper's option) and Adam on log s (docs/math.md §4).
 
 Both minimise a step-size objective (``kind="jacobian"``, J_jac of eq. 4.1, or
 ``kind="reverse"``, −log w of eq. 5.1) averaged over a minibatch, on common random

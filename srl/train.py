@@ -1,4 +1,4 @@
-"""Learning θ with short-run inference, and the step sizes with it (SPEC §3, §4).
+"""Learning θ with short-run inference, and the step sizes with it (docs/math.md §3, §4).
 
 One iteration on a minibatch x (n examples):
 
@@ -47,7 +47,7 @@ METHODS = ("shortrun", "vae")
 class TrainConfig:
     """Everything that defines a run (stored in the checkpoint and ``config.json``)."""
 
-    method: str = "shortrun"  # "shortrun" (SPEC §3) or "vae" (the baseline, srl.vae)
+    method: str = "shortrun"  # "shortrun" (docs/math.md §3) or "vae" (the baseline, srl.vae)
     data: str = "digits"
     root: Optional[str] = None
     limit: Optional[int] = None

@@ -1,18 +1,18 @@
-"""The VAE baseline on the same generator (the paper's comparison; not in SPEC).
+"""The VAE baseline on the same generator (the paper's comparison; docs/math.md §8).
 
 An inference network ("encoder") maps x to a diagonal Gaussian over each latent group,
 in the same standardised (non-centred) coordinates z that short-run inference samples:
 
     q_φ(z_l | x) = N(μ_l(x), diag exp(λ_l(x))),       z = μ + exp(λ/2) ⊙ ε,  ε ~ N(0, I)
 
-and the usual ELBO with the generator's joint ``log p_θ(x, z) = −E_θ(z; x)`` (SPEC eq. 1.1):
+and the usual ELBO with the generator's joint ``log p_θ(x, z) = −E_θ(z; x)`` (docs/math.md eq. 1.1):
 
     ELBO(x) = E_q[−E_θ(z; x)] + H[q],     H[q] = Σ ½ (λ + log 2π + 1)
 
 Gradients by reparameterisation, all hand-written (the encoder is built from
 ``srl.layers``, whose VJPs are tested like the generator's):
 
-    ∂(−ELBO)/∂θ = ∇_θ E(z; x)                         (same as SPEC eq. 3.1 at z)
+    ∂(−ELBO)/∂θ = ∇_θ E(z; x)                         (same as docs/math.md eq. 3.1 at z)
     ∂(−ELBO)/∂μ = ∇_z E(z; x)
     ∂(−ELBO)/∂λ = ∇_z E(z; x) ⊙ ½ exp(λ/2) ⊙ ε − ½
 

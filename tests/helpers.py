@@ -17,7 +17,7 @@ import srl
 from srl import _backend as B
 
 # Central differences in float64: truncation O(h²·f''') ≈ 1e-10·scale and round-off
-# O(eps·|f|/h) ≈ 1e-11·|f| for h = 1e-5, so 1e-6 relative (SPEC §6) leaves >100× margin
+# O(eps·|f|/h) ≈ 1e-11·|f| for h = 1e-5, so 1e-6 relative (docs/math.md §6) leaves >100× margin
 # while any wrong factor or missing term gives O(1) errors.
 FD_STEP = 1e-5
 FD_RTOL = 1e-6

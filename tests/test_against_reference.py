@@ -1,4 +1,4 @@
-"""srl (NumPy backend, float64) equals the independent oracle ``reference/`` (SPEC §6).
+"""srl (NumPy backend, float64) equals the independent oracle ``reference/`` (docs/math.md §6).
 
 The oracle shares no code with ``srl/``: explicit per-layer tangent rules, loops over
 kernel offsets, ``np.linalg.slogdet`` on explicit Hessians. Agreement is required to
@@ -17,7 +17,7 @@ from srl import reference as ref
 
 from .helpers import configs, like, make_problem
 
-RTOL = 1e-10  # SPEC §6: float64 vs reference
+RTOL = 1e-10  # docs/math.md §6: float64 vs reference
 
 
 def _close(a, b, err, scale=None):

@@ -1,4 +1,4 @@
-"""Whole-model derivatives over random architectures, shapes, batch sizes and σ (SPEC §6).
+"""Whole-model derivatives over random architectures, shapes, batch sizes and σ (docs/math.md §6).
 
 float64 NumPy; every check compares the hand-written derivative with central
 differences along random directions (or an exact identity).

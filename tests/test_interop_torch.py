@@ -249,7 +249,7 @@ def test_stepsize_grad_vs_common_random_numbers(kind):
     fd = torch.tensor(fd, dtype=torch.float64)
     # Common random numbers make f(s) smooth, so the central difference has truncation
     # error O(h²·f''') ≈ 1e-10 and rounding error ≈ eps·|f|/h ≈ 1e-16·1e2/1e-5 = 1e-9;
-    # SPEC §6's default float64 tolerance vs finite differences, rtol 1e-6, sits well
+    # docs/math.md §6's default float64 tolerance vs finite differences, rtol 1e-6, sits well
     # above both and far below any missing term (e.g. dropping the third-order term).
     torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-8)
     # a float step size: L equal values, gradient still one entry per group

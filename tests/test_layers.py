@@ -1,4 +1,4 @@
-"""Every layer's hand-written derivatives against finite differences (SPEC §6).
+"""Every layer's hand-written derivatives against finite differences (docs/math.md §6).
 
 For each layer f with cotangent u and directions v, t (float64, NumPy):
 

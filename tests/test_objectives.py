@@ -1,4 +1,4 @@
-"""Step-size objectives and their s-gradients (SPEC §4, §5, §6).
+"""Step-size objectives and their s-gradients (docs/math.md §4, §5, §6).
 
 * gradients vs common-random-number central differences in s (same z₀, ξ at s ± h);
 * gradients vs torch.autograd through the chain (create_graph, slogdet) on identical noise;
@@ -53,7 +53,7 @@ def test_stepsize_gradient_matches_common_random_number_differences(kind, config
     values, grad = srl.stepsize_objective(gen, p, x, step_size=s, n_steps=K, sigma=sigma, seed=seed, kind=kind)
     fd = _crn_fd(gen, p, x, s, kind=kind, K=K, sigma=sigma, seed=seed)
     # central differences with h = 1e-5 on values of size |values|: round-off
-    # eps·Σ|values|/h ≈ 1e-9·scale, truncation h²·|∂³J| ≪ that; 1e-6 (SPEC §6).
+    # eps·Σ|values|/h ≈ 1e-9·scale, truncation h²·|∂³J| ≪ that; 1e-6 (docs/math.md §6).
     scale = float(np.sum(np.abs(values))) + 1.0
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6 * scale)
     if K == 0:  # no steps: J = log N(z0) + E(z0) = −log w, independent of s
@@ -118,7 +118,7 @@ def test_matches_torch_autograd_through_the_chain(kind, config):
     tz0 = tuple(torch.as_tensor(a) for a in z0)
     tnoise = [tuple(torch.as_tensor(a) for a in xi) for xi in noise]
     tv, tg = ti.stepsize_objective(module, torch.as_tensor(x), step_size=s, z0=tz0, noise=tnoise, sigma=0.3, kind=kind)
-    # two exact float64 implementations: agreement to round-off (1e-10 relative, SPEC §6)
+    # two exact float64 implementations: agreement to round-off (1e-10 relative, docs/math.md §6)
     np.testing.assert_allclose(v, tv.numpy(), rtol=1e-10)
     np.testing.assert_allclose(g, tg.numpy(), rtol=1e-9, atol=1e-10 * np.abs(v).sum())
 

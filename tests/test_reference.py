@@ -1,10 +1,10 @@
-"""Tests of the independent NumPy oracle ``srl.reference`` (SPEC §6).
+"""Tests of the independent NumPy oracle ``srl.reference`` (docs/math.md §6).
 
 Everything is float64.  The oracle is checked against
 * torch.nn.functional (conv2d / conv_transpose2d forward only -- torch is used
   nowhere else, and never inside reference/),
 * exact identities (adjointness of VJPs, Hessian symmetry, K = 0 objectives, M = 1),
-* central finite differences along random directions (SPEC §6: rtol 1e-6),
+* central finite differences along random directions (docs/math.md §6: rtol 1e-6),
 * a hand-built linear-Gaussian model where log p(x) and E[J_jac] are known in closed form.
 """
 
@@ -302,12 +302,12 @@ def test_energy_is_negative_log_joint(name):
 
 
 # --------------------------------------------------------------------------- #
-# First derivatives vs central finite differences (SPEC §6)
+# First derivatives vs central finite differences (docs/math.md §6)
 # --------------------------------------------------------------------------- #
 
 FD_H = 1e-5
 # Central differences with h = 1e-5: truncation ~ h^2 |E'''| / 6 ~ 1e-10 relative, rounding
-# ~ eps |E| / h ~ 1e-9 relative (|E| ~ 1e2..1e3); SPEC §6's 1e-6 has ample margin, while any
+# ~ eps |E| / h ~ 1e-9 relative (|E| ~ 1e2..1e3); docs/math.md §6's 1e-6 has ample margin, while any
 # missing or wrong term changes the derivative at O(1e-2) or more.
 FD_RTOL = 1e-6
 
@@ -468,7 +468,7 @@ def test_short_run_descends_with_zero_noise():
 
 
 def test_short_run_one_step_per_group_step_sizes():
-    """SPEC eq. (2.1) with A = diag(s^2/2), s broadcast over each group's coordinates."""
+    """docs/math.md eq. (2.1) with A = diag(s^2/2), s broadcast over each group's coordinates."""
     cfg, params, x, z = make_problem("mlp")
     rng = np.random.default_rng(12)
     xi = rand_like_tuple(z, rng)
@@ -536,7 +536,7 @@ def test_reverse_objective_matches_formula():
 
 
 def test_jacobian_logdet_matches_finite_difference_jacobian_of_chain():
-    """SPEC §4: with the noise fixed, z_K = F(z_0) has Jacobian prod_k (I − A H_k). Its
+    """docs/math.md §4: with the noise fixed, z_K = F(z_0) has Jacobian prod_k (I − A H_k). Its
     log|det| from central differences of short_run must equal the sum used in J_jac."""
     cfg, params, x, z = make_problem("mlp", n=2)
     n = x.shape[0]
@@ -637,14 +637,14 @@ def test_linear_gaussian_jacobian_objective_expectation_and_bound():
     # Monte Carlo mean vs exact expectation: 4 standard errors (false-alarm rate ~6e-5;
     # a wrong log-det, constant or step convention shifts the mean by far more than 4 SE).
     assert abs(jj.mean() - expected) < 4 * se, (jj.mean(), expected, se)
-    # SPEC §4: E[J_jac] >= −log p(x) for any s (exact arithmetic, checked on a grid of s)
+    # docs/math.md §4: E[J_jac] >= −log p(x) for any s (exact arithmetic, checked on a grid of s)
     for s_try in [0.05, 0.2, (0.4, 0.1), 0.5]:
         assert _expected_jjac(P, b, c, ref.step_vector(target.dims, s_try), K) >= nlp
     assert expected - nlp < 5.0                # and the bound is not vacuous here
 
 
 def test_linear_gaussian_reverse_weights_are_unbiased():
-    """SPEC §5: E_q[w] = p(x) exactly for any s, so the mean of w over many chains must
+    """docs/math.md §5: E_q[w] = p(x) exactly for any s, so the mean of w over many chains must
     recover p(x); E[−log w] >= −log p(x); importance weighting tightens the bound."""
     target, P, b, c, nlp = linear_gaussian()
     d, K, n = P.shape[0], 6, 40000

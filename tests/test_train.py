@@ -1,4 +1,4 @@
-"""Learning (SPEC §3), checkpoints, resume, and the CLI (issue: training and the main job)."""
+"""Learning (docs/math.md §3), checkpoints, resume, and the CLI (issue: training and the main job)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,16 @@
 """Plain-PyTorch export of the srl generators, and a torch.autograd oracle.
 
-Two jobs (see ``docs/models.md`` and ``SPEC.md``):
+Two jobs (see ``docs/models.md`` and ``docs/math.md``):
 
 1. **Export.**  :class:`TorchGenerator` is an ordinary ``torch.nn.Module`` that computes
-   the generator ``g_θ(z)`` of SPEC §1 for any config of ``docs/models.md``.  Its
+   the generator ``g_θ(z)`` of docs/math.md §1 for any config of ``docs/models.md``.  Its
    ``state_dict()`` keys and shapes are exactly the parameter names and PyTorch layouts of
    that document, so ``to_torch(gen, params)`` loads an srl parameter dictionary and
    :func:`state_dict_to_numpy` brings a trained module's weights back.
 
 2. **Oracle.**  The functions :func:`energy`, :func:`grad_z`, :func:`grad_params`,
    :func:`hvp_z`, :func:`hessian_z`, :func:`short_run`, :func:`stepsize_objective` and
-   :func:`iw_reverse_objective` implement SPEC §1, §2, §4 and §5 using nothing but
+   :func:`iw_reverse_objective` implement docs/math.md §1, §2, §4 and §5 using nothing but
    ``torch.autograd`` (reverse mode, double and triple backward through
    ``create_graph=True``).  The srl core never uses autograd, so these are an
    *independent* implementation: tests, ``srl check`` and the benchmarks compare against
@@ -22,11 +22,11 @@ This module deliberately imports nothing from the rest of ``srl``; it stands alo
 Conventions used throughout the oracle:
 
 * ``z`` is a tuple of ``L`` tensors ``(n, d_l)``, groups top-down (``z[0]`` is the top
-  group z_L of SPEC §1).  Internally the chain works on the concatenation
+  group z_L of docs/math.md §1).  Internally the chain works on the concatenation
   ``(n, d)`` with ``d = Σ d_l`` in that order.
 * ``x`` has shape ``(n, *out_shape)``.
 * ``step_size`` is a float (one value shared by all groups) or one value per group;
-  ``A = diag(s²/2)`` with every coordinate of group ``l`` using ``s_l`` (SPEC §2).
+  ``A = diag(s²/2)`` with every coordinate of group ``l`` using ``s_l`` (docs/math.md §2).
 * Noise is always explicit: ``z0`` is a tuple like ``z`` and ``noise`` a list of ``K``
   such tuples (ξ_0 .. ξ_{K-1}).  Nothing here draws random numbers.
 * Inputs (``x``, ``z``, noise, numpy arrays included) are converted to the dtype and
@@ -148,7 +148,7 @@ class _ConvHead(nn.Module):
 
 
 class _Injection(nn.Module):
-    """Stochastic injection (SPEC §1): ``u = μ + exp(v/2) ⊙ z`` with
+    """Stochastic injection (docs/math.md §1): ``u = μ + exp(v/2) ⊙ z`` with
     ``v = clamp(softplus(v_raw) + 1e-8, 0, 10)``."""
 
     def __init__(self, make_head):
@@ -218,7 +218,7 @@ def _normalize_config(config: Mapping) -> dict:
 
 
 class TorchGenerator(nn.Module):
-    """The generator ``g_θ(z)`` of SPEC §1 as a plain ``torch.nn.Module``.
+    """The generator ``g_θ(z)`` of docs/math.md §1 as a plain ``torch.nn.Module``.
 
     ``TorchGenerator(config)`` builds exactly the architecture of ``docs/models.md`` for
     ``config["kind"]`` in ``{"mlp", "conv"}`` (the paper model is a "conv" config).
@@ -514,7 +514,7 @@ def _step_vector(step_size, module, *, leaf: bool) -> torch.Tensor:
 
 
 def _per_coordinate(s: torch.Tensor, module) -> torch.Tensor:
-    """(L,) -> (d,): each group's coordinates use their group's s (SPEC §2)."""
+    """(L,) -> (d,): each group's coordinates use their group's s (docs/math.md §2)."""
     return torch.cat([s[l].expand(d) for l, d in enumerate(_dims(module))])
 
 
@@ -550,7 +550,7 @@ def _chain(module, x, s, z0, noise, sigma, create_graph):
 
 
 def energy(module, x, z, *, sigma) -> torch.Tensor:
-    """Per-example energy (SPEC §1, eq. 1.1), all constants included:
+    """Per-example energy (docs/math.md §1, eq. 1.1), all constants included:
 
     ``E(z; x) = ½‖z‖² + ‖x − g(z)‖²/(2σ²) + (d/2) log 2π + (D/2) log(2πσ²)``.
 
@@ -562,7 +562,7 @@ def energy(module, x, z, *, sigma) -> torch.Tensor:
 
 
 def grad_z(module, x, z, *, sigma, create_graph: bool = False) -> tuple[torch.Tensor, ...]:
-    """``∇_z Σ_i E_i`` (SPEC §1, §7) by ``torch.autograd.grad``; a tuple like ``z``."""
+    """``∇_z Σ_i E_i`` (docs/math.md §1, §7) by ``torch.autograd.grad``; a tuple like ``z``."""
     x = _t(x, module)
     zf = _cat(z, module).detach().requires_grad_(True)
     _, g = _grad_flat(module, x, zf, float(sigma), create_graph)
@@ -570,7 +570,7 @@ def grad_z(module, x, z, *, sigma, create_graph: bool = False) -> tuple[torch.Te
 
 
 def grad_params(module, x, z, *, sigma) -> dict[str, torch.Tensor]:
-    """``∇_θ Σ_i E_i`` (SPEC §3's per-minibatch gradient, unnormalised) by autograd;
+    """``∇_θ Σ_i E_i`` (docs/math.md §3's per-minibatch gradient, unnormalised) by autograd;
     ``{name: grad}`` with the docs/models.md names.  ``z`` is held constant."""
     x = _t(x, module)
     zf = _cat(z, module).detach()
@@ -581,7 +581,7 @@ def grad_params(module, x, z, *, sigma) -> dict[str, torch.Tensor]:
 
 
 def hvp_z(module, x, z, v, *, sigma, create_graph: bool = False) -> tuple[torch.Tensor, ...]:
-    """Per-example Hessian-vector product ``H(z_i) v_i`` with ``H = ∇²_z E`` (SPEC §4),
+    """Per-example Hessian-vector product ``H(z_i) v_i`` with ``H = ∇²_z E`` (docs/math.md §4),
     by double backward: ``∇_z ((∇_z Σ E) · v)``.  Examples are independent, so the
     batched product is per example.  A tuple like ``z``."""
     x = _t(x, module)
@@ -594,7 +594,7 @@ def hvp_z(module, x, z, v, *, sigma, create_graph: bool = False) -> tuple[torch.
 
 def hessian_z(module, x, z, *, sigma) -> torch.Tensor:
     """Exact per-example Hessian ``∇²_z E(z_i; x_i)`` in the concatenated latent
-    (groups in order), shape ``(n, d, d)``, from ``d`` batched HVPs (SPEC §4)."""
+    (groups in order), shape ``(n, d, d)``, from ``d`` batched HVPs (docs/math.md §4)."""
     x = _t(x, module)
     zf = _cat(z, module).detach().requires_grad_(True)
     _, g = _grad_flat(module, x, zf, float(sigma), True)
@@ -602,7 +602,7 @@ def hessian_z(module, x, z, *, sigma) -> torch.Tensor:
 
 
 def short_run(module, x, *, step_size, z0, noise, sigma, create_graph: bool = False):
-    """Short-run Langevin chain, SPEC §2 eq. (2.1):
+    """Short-run Langevin chain, docs/math.md §2 eq. (2.1):
 
     ``z_{k+1} = z_k − A ∇_z E(z_k) + s ⊙ ξ_k``, ``A = diag(s²/2)``, per-group ``s``.
 
@@ -655,15 +655,15 @@ def _objective_values(module, x, s, z0, noise, sigma, kind):
 def stepsize_objective(module, x, *, step_size, z0, noise, sigma, kind: str = "jacobian"):
     """Step-size objective and its gradient in s, by autograd through the whole chain.
 
-    * ``kind="jacobian"``: ``J_jac`` of SPEC §4 eq. (4.1) per example,
+    * ``kind="jacobian"``: ``J_jac`` of docs/math.md §4 eq. (4.1) per example,
       ``log N(z_0; 0, I) − Σ_{k<K} log|det(I − A H_k)| + E(z_K)``, with ``H_k`` the exact
       autograd Hessian (d HVPs, ``create_graph=True``) and ``torch.linalg.slogdet``.
-    * ``kind="reverse"``: ``−log w`` of SPEC §5 eq. (5.1).
+    * ``kind="reverse"``: ``−log w`` of docs/math.md §5 eq. (5.1).
 
     Returns ``(values (n,), grad (L,))`` with ``grad = d values.sum() / d s``, ``s`` a leaf
     tensor of one value per group (a float ``step_size`` means L equal values; the
     gradient is still per group).  The derivative includes every path through
-    ``z_k(s)``, ``g_k`` and ``H_k`` (hence the third-order term of SPEC §4.1), since
+    ``z_k(s)``, ``g_k`` and ``H_k`` (hence the third-order term of docs/math.md §4.1), since
     autograd differentiates the graph built with ``create_graph=True``.
     Both values are upper bounds on ``−log p(x)`` in expectation over the noise.
     """
@@ -675,7 +675,7 @@ def stepsize_objective(module, x, *, step_size, z0, noise, sigma, kind: str = "j
 
 
 def iw_reverse_objective(module, x, *, step_size, z0s, noises, sigma):
-    """Importance-weighted extended-space bound (SPEC §5):
+    """Importance-weighted extended-space bound (docs/math.md §5):
     ``−log (1/M) Σ_m w_m`` per example via ``logsumexp``, with ``log w_m`` of eq. (5.1)
     for chain m started at ``z0s[m]`` driven by ``noises[m]``.  Returns
     ``(values (n,), grad (L,))``, ``grad = d values.sum() / d s`` by autograd."""
