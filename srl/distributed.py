@@ -331,8 +331,12 @@ def launch(args: Sequence[str], nproc: int, *, module: str = "srl") -> int:
         from torch.distributed.launcher.api import LaunchConfig, elastic_launch
     except ImportError as exc:
         raise ImportError("--nproc needs PyTorch's torch.distributed (pip install 'srl[torch]')") from exc
+    import logging
+
     # one compute thread per worker unless the user chose otherwise (the workers share the cores)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # the agent's own log lines repeat what the one-line report below says
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
                           monitor_interval=0.2, local_addr="127.0.0.1")

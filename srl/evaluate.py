@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from . import _backend
+from .distributed import SINGLE, local_chain_noise
 from .energy import _value_and_grad
 from .langevin import short_run
 from .objectives import objective_values
@@ -31,10 +32,19 @@ def to_backend(x_host, like):
     return _backend.from_numpy(xp, np.asarray(x_host), dtype=like.dtype, device=_backend.device(like))
 
 
-def reconstruct(gen, params, x, *, step_size, n_steps, sigma, seed=0):
-    """Short-run inference then decode: ``(x̂ = g(z_K), z_K)``."""
-    zK = short_run(gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=seed)
+def reconstruct(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noise=None):
+    """Short-run inference then decode: ``(x̂ = g(z_K), z_K)`` (explicit ``z0``/``noise`` override ``seed``)."""
+    zK = short_run(gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=seed, z0=z0, noise=noise)
     return gen.forward(params, zK), zK
+
+
+def _shard_noise(workers, gen, like, seed, n, rows, n_steps, n_chains=1) -> dict:
+    """``z0=``/``noise=`` of a worker's rows of a batch of ``n`` (nothing in one process: ``seed`` draws it)."""
+    if not workers.distributed:
+        return {}
+    z0, noise = local_chain_noise(seed, n, gen.latent_dims, n_steps, rows=rows, xp=_backend.array_namespace(like),
+                                  dtype=like.dtype, device=_backend.device(like), n_chains=n_chains)
+    return {"z0": z0, "noise": noise}
 
 
 def sample(gen, params, n: int, *, seed=0):
@@ -48,34 +58,49 @@ def sample(gen, params, n: int, *, seed=0):
 
 
 def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_size=100, n_bound=None,
-             iw_chains=8, frechet=True, n_samples=1000, fid_weights=None) -> dict:
+             iw_chains=8, frechet=True, n_samples=1000, fid_weights=None, workers=SINGLE) -> dict:
     """Held-out metrics (see the module docstring for units).
 
     ``x_test``: host array ``(N, *out_shape)``. ``n_bound`` limits how many test examples
     the (more expensive) bounds use; ``iw_chains`` is M of the importance-weighted bound;
     ``frechet``: the digits Fréchet distance of ``n_samples`` samples (8×8 data), or the
     FID against the test images when Inception weights are available (``fid_weights``).
+
+    ``workers`` (``srl.distributed.Workers``): each batch is split across the workers, every
+    worker drawing the noise of the whole batch and keeping its rows, and the sums are
+    all-reduced, so the metrics do not depend on the number of workers (up to the order of
+    summation). The synthesis metrics are computed by worker 0 only.
     """
     p0 = next(iter(params.values()))
     x_test = np.asarray(x_test, dtype=np.float64)
     N, D = x_test.shape[0], gen.D
     nb = N if n_bound is None else min(N, int(n_bound))
 
-    def decode(x, a):
-        return reconstruct(gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=[seed, a])[0]
+    def decode(x, a, n, rows):
+        return reconstruct(gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=[seed, a],
+                           **_shard_noise(workers, gen, p0, [seed, a], n, rows, n_steps))[0]
 
-    out = _reconstruction_mse(gen, p0, x_test, decode, batch_size)
+    out = _reconstruction_mse(gen, p0, x_test, decode, batch_size, workers)
     sums = {"jacobian": 0.0, "reverse": 0.0, "reverse_iw": 0.0}
     for a, b in _batches(nb, batch_size):
-        x = to_backend(x_test[a:b], p0)
+        rows = workers.rows(b - a)
+        if rows.stop == rows.start:
+            continue  # fewer examples than workers in this batch
+        x = to_backend(x_test[a:b][rows], p0)
         common = dict(step_size=step_size, n_steps=n_steps, sigma=sigma)
-        sums["jacobian"] += float(np.sum(_backend.to_numpy(objective_values(gen, params, x, kind="jacobian",
-                                                                             seed=[seed, 1, a], **common))))
-        sums["reverse"] += float(np.sum(_backend.to_numpy(objective_values(gen, params, x, kind="reverse",
-                                                                            seed=[seed, 2, a], **common))))
+
+        def total(kind, key, n_chains=1):
+            noise = _shard_noise(workers, gen, p0, [seed, key, a], b - a, rows, n_steps, n_chains)
+            values = objective_values(gen, params, x, kind=kind, seed=[seed, key, a], n_chains=n_chains,
+                                      **noise, **common)
+            return float(np.sum(_backend.to_numpy(values)))
+
+        sums["jacobian"] += total("jacobian", 1)
+        sums["reverse"] += total("reverse", 2)
         if iw_chains and iw_chains > 1:
-            sums["reverse_iw"] += float(np.sum(_backend.to_numpy(objective_values(
-                gen, params, x, kind="reverse", n_chains=iw_chains, seed=[seed, 3, a], **common))))
+            sums["reverse_iw"] += total("reverse", 3, iw_chains)
+    if workers.distributed:
+        sums = dict(zip(sums, workers.sum_host(list(sums.values())).tolist()))
     to_bpd = 1.0 / (D * math.log(2.0))
     for key, label in (("jacobian", "neg_elbo_jacobian"), ("reverse", "neg_elbo_reverse"),
                        ("reverse_iw", f"neg_iw{iw_chains}_elbo_reverse")):
@@ -85,18 +110,25 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
         out[f"{label}_nats"] = nats
         out[f"{label}_bpd"] = nats * to_bpd
     out["n_bound"] = nb
-    if frechet:
+    if frechet and workers.is_main:
         out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
                                       fid_weights=fid_weights))
     return out
 
 
-def _reconstruction_mse(gen, like, x_test, decode, batch_size) -> dict:
-    """Per-pixel MSE of ``decode(x, start)`` over the held-out set, in batches."""
+def _reconstruction_mse(gen, like, x_test, decode, batch_size, workers=SINGLE) -> dict:
+    """Per-pixel MSE of ``decode(x, start, n, rows)`` over the held-out set, in batches of ``n``
+    examples of which this worker decodes ``rows``; the squared errors are all-reduced."""
     sq = 0.0
     for a, b in _batches(x_test.shape[0], batch_size):
-        x_hat = decode(to_backend(x_test[a:b], like), a)
-        sq += float(np.sum((_backend.to_numpy(x_hat).astype(np.float64) - x_test[a:b]) ** 2))
+        rows = workers.rows(b - a)
+        if rows.stop == rows.start:
+            continue  # fewer examples than workers in this batch
+        x_host = x_test[a:b][rows]
+        x_hat = decode(to_backend(x_host, like), a, b - a, rows)
+        sq += float(np.sum((_backend.to_numpy(x_hat).astype(np.float64) - x_host) ** 2))
+    if workers.distributed:
+        sq = float(workers.sum_host([sq])[0])
     return {"mse_per_pixel": sq / (x_test.shape[0] * gen.D), "n_test": int(x_test.shape[0])}
 
 
@@ -139,8 +171,8 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
     x_test = np.asarray(x_test, dtype=np.float64)
     N, D = x_test.shape[0], gen.D
     nb = N if n_bound is None else min(N, int(n_bound))
-    out = _reconstruction_mse(gen, p0, x_test, lambda x, a: vae.reconstruct(xp, gen, enc, params, enc_params, x),
-                              batch_size)
+    out = _reconstruction_mse(gen, p0, x_test, lambda x, a, n, rows: vae.reconstruct(xp, gen, enc, params, enc_params,
+                                                                                      x), batch_size)
     elbo, iw = 0.0, 0.0
     rng = host_rng([seed, 7])
     for a, b in _batches(nb, batch_size):
