@@ -184,10 +184,15 @@ class _Exp(Elementwise):
 
 
 class Clamp(Elementwise):
-    """``min(max(x, lo), hi)``: f' = 1 on (lo, hi) and 0 outside; f'' = f''' = 0.
+    """``min(max(x, lo), hi)``: f' = 1 on the open interval (lo, hi) and 0 outside it;
+    f'' = f''' = 0.
 
-    The derivative at the two kinks is taken as 0 (one-sided, as in PyTorch's clamp
-    where the bound is attained); kinks have measure zero for continuous inputs.
+    At the bounds themselves (``x == lo`` or ``x == hi``) srl takes f' = 0, the
+    derivative from outside the interval (``reference/`` does the same). PyTorch's
+    ``torch.clamp`` passes the gradient there (f' = 1 for ``lo ≤ x ≤ hi``), and
+    ``torch.nn.functional.hardtanh`` gives 0. The two conventions differ only when an
+    input equals a bound exactly; in the variance head ``clamp(softplus(v) + 1e-8, 0, 10)``
+    the lower bound cannot be reached, and the upper one only by a value of exactly 10.
     """
 
     def __init__(self, lo: float, hi: float):

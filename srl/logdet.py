@@ -1,4 +1,4 @@
-"""log|det(I − A H)| and its s-derivative, exact or stochastic (docs/math.md §4, §4.1).
+"""log|det(I − A H)| and its s-derivative, exact or stochastic (docs/math.md §4, §4.1, §4.2).
 
 Exact (small d): from the per-example Hessian ``H (n, d, d)`` and third-order matrices
 ``D³E[t_j] (L, n, d, d)`` (both from one hyper-dual jet pass, ``srl.jet``):
@@ -6,17 +6,22 @@ Exact (small d): from the per-example Hessian ``H (n, d, d)`` and third-order ma
     log|det M|,  M = I − A H
     ∂/∂s_j (−log|det M|) = tr(M⁻¹ (∂A/∂s_j) H) + tr(M⁻¹ A D³E[t_j])              (4.3)
 
-Stochastic (large d): with ``B = A H`` and ρ(B) < 1,
-``log det(I − B) = −Σ_{m≥1} tr(Bᵐ)/m``. The estimator truncates the series after T terms
-and estimates each trace with P Rademacher probes v (Hutchinson):
+Stochastic (large d, docs/math.md §4.2): with ``B = A H`` and ρ(B) < 1,
+``log det(I − B) = −Σ_{m≥1} tr(Bᵐ)/m`` (4.4). The estimator truncates the series after T
+terms and estimates each trace with P Rademacher probes v (Hutchinson):
 
-    value ≈ −Σ_{m=1}^{T} (1/m) mean_p vₚ·Bᵐvₚ
-    ∂/∂s_j log det ≈ −Σ_{m=0}^{T−1} mean_p (∂B_jᵀ vₚ)·Bᵐvₚ,   ∂B_jᵀ v = s_j H(1_j ⊙ v) + D³E[t_j](A v)
+    value ≈ −Σ_{m=1}^{T} (1/m) mean_p vₚ·Bᵐvₚ                                          (4.5)
+    ∂/∂s_j log det ≈ −Σ_{m=0}^{T−1} mean_p (∂B_jᵀ vₚ)·Bᵐvₚ,
+    ∂B_jᵀ v = s_j H(1_j ⊙ v) + D³E[t_j](A v)                                             (4.6)
 
-It is unbiased for the truncated series; the truncation bias is
-``−Σ_{m>T} tr(Bᵐ)/m``, at most ``d ρ^{T+1} / ((T+1)(1−ρ))`` in magnitude, and the
-series diverges when ρ(B) ≥ 1 (large steps): use ``logdet="exact"`` there.
-``tests/test_logdet.py`` measures both the bias and the spread against the exact value.
+Its expectation is the truncated series, which differs from the exact value by
+``Σ_{m>T} tr(Bᵐ)/m``, at most ``d ρ^{T+1} / ((T+1)(1−ρ))`` in magnitude (4.7); the
+series diverges when ρ(B) ≥ 1 (large steps): use ``logdet="exact"`` there. The
+estimator itself is ``srl.objectives._hutchinson_step``;
+``tests/test_objectives.py::test_hutchinson_logdet_is_unbiased_for_its_series_and_bias_is_bounded``
+checks the bound and the unbiasedness, and
+``::test_hutchinson_objective_and_gradient_agree_with_exact`` compares value and gradient
+with the exact ones.
 """
 
 from __future__ import annotations
