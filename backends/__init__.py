@@ -2,15 +2,21 @@
 
 The core (``srl/``) is written once against the array API. A backend module here may
 supply a faster implementation of a few primitives for its library — the normal CDF,
-exact GELU and its VJP, 2-D convolutions and their VJPs — which the core picks up
-automatically for plain arrays (jets always take the generic path). Every native op is
-tested equal to the generic one (``tests/test_backends.py``), and can be switched off:
+exact GELU and its VJP, 2-D convolutions and their VJPs (the fields of ``NativeOps``).
+The core asks for them in exactly one place per primitive — ``srl.conv``'s dispatch
+functions for convolutions, ``srl.elementwise.ndtr`` for Φ and
+``srl.elementwise._gelu_kernels`` for GELU — and uses them for plain arrays and for the
+stacked components of jets alike. Every native op is tested equal to the generic one
+(``tests/test_backends.py``), and can be switched off:
 
     with srl.backends.use_native(False):
         ...   # generic array-API code only
 
-The backend modules import their library lazily; a missing library simply means no
-native ops.
+Adding fast paths for a library: write ``backends/<name>.py`` with a function
+``ops() -> NativeOps`` (import the library inside it; leave a field ``None`` to keep the
+generic code for that primitive) and map the namespace's ``__name__`` to ``<name>`` in
+``_MODULES``. A mapped module that does not exist, or whose library is missing, means no
+native ops. The signatures each field must follow are the comments in ``NativeOps``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ _MODULES = {
     "torch": "torch",
     "array_api_compat.cupy": "cupy",
     "cupy": "cupy",
+    "jax.numpy": "jax",
+    "jax": "jax",
 }
 _cache: dict = {}
 _enabled = True
@@ -58,7 +66,13 @@ def native(xp) -> Optional[NativeOps]:
         mod = _MODULES.get(key)
         ops = None
         if mod is not None:
-            ops = importlib.import_module(f"{__name__}.{mod}").ops()
+            try:
+                module = importlib.import_module(f"{__name__}.{mod}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{mod}":
+                    raise
+                module = None
+            ops = None if module is None else module.ops()
         _cache[key] = ops
     return _cache[key]
 

@@ -1,7 +1,16 @@
-"""2-D convolutions from array-API gathers and matmuls (docs/math.md §1: Conv2d, ConvTranspose2d).
+"""2-D convolutions (docs/math.md §1: Conv2d, ConvTranspose2d): one dispatch point, one
+generic algorithm.
 
-The array API has no convolution and no scatter. Every convolution-like map here — the
-forward passes and the input-VJPs of Conv2d and ConvTranspose2d — is one *gather-matmul*
+**Dispatch.** Layers call only the six functions of the first section below
+(``conv2d``, ``conv2d_vjp``, ``conv2d_input_vjp`` and their ``conv_transpose2d``
+counterparts). Each of them is the single place where a backend's native kernel
+(``srl.backends``: torch's oneDNN/cuDNN, NumPy's strided-view + BLAS path, ...) is chosen
+over the generic code, for plain arrays and for the stacked components of jets alike
+(a jet's components go through one call, ``jet.linear(..., fused=True)``).
+
+**Generic algorithm.** The array API has no convolution and no scatter. Every
+convolution-like map here — the forward passes and the input-VJPs of Conv2d and
+ConvTranspose2d — is one *gather-matmul*
 
     y[n, q, o] = Σ_{t, c} x[n, idx[q, t], c] · W[t, c, o]                 (channels last)
 
@@ -36,7 +45,78 @@ import functools
 
 import numpy as np
 
+from srl.backends import native
+
 from ._backend import device as _device
+
+
+# ----------------------------------------------------------------------------- dispatch
+def _kernel(xp, name):
+    """The backend's native implementation of ``name`` for namespace ``xp``, or None."""
+    ops = native(xp)
+    return None if ops is None else getattr(ops, name)
+
+
+def conv2d(xp, x, w, b, *, stride: int, pad: int):
+    """Conv2d forward: ``x (N, Cin, H, W)``, ``w (Cout, Cin, k, k)``, ``b (Cout,)`` or None
+    → ``y (N, Cout, Ho, Wo)``."""
+    fast = _kernel(xp, "conv2d")
+    if fast is not None:
+        return fast(x, w, b, stride, pad)
+    return generic_conv2d(xp, x, w, b, stride=stride, pad=pad)[0]
+
+
+def conv2d_vjp(xp, gy, x, w, *, stride: int, pad: int, want_params: bool, bias: bool):
+    """Conv2d VJPs ``(gx, gw, gb)`` for ``gy (N, Cout, Ho, Wo)``; ``gw, gb`` are None unless
+    ``want_params`` (``gb`` also None without ``bias``)."""
+    fast = _kernel(xp, "conv2d_vjp")
+    if fast is not None:
+        gx, gw, gb = fast(gy, x, w, stride, pad, want_params)
+        return gx, gw, (gb if bias else None)
+    gx = generic_conv2d_vjp_input(xp, gy, w, (x.shape[2], x.shape[3]), stride=stride, pad=pad)
+    if not want_params:
+        return gx, None, None
+    gw, gb = generic_conv2d_vjp_params(xp, gy, x, None, w.shape, stride=stride, pad=pad, bias=bias)
+    return gx, gw, gb
+
+
+def conv2d_input_vjp(xp, gy, w, in_hw, *, stride: int, pad: int):
+    """Conv2d input-VJP alone (linear in ``gy``; used for jets): ``gx (N, Cin, *in_hw)``."""
+    fast = _kernel(xp, "conv2d_input_vjp")
+    if fast is not None:
+        return fast(gy, w, in_hw, stride, pad)
+    return generic_conv2d_vjp_input(xp, gy, w, in_hw, stride=stride, pad=pad)
+
+
+def conv_transpose2d(xp, x, w, b, *, stride: int, pad: int):
+    """ConvTranspose2d forward: ``x (N, Cin, h, w)``, ``w (Cin, Cout, k, k)`` →
+    ``y (N, Cout, (h − 1)s − 2p + k, ...)``."""
+    fast = _kernel(xp, "conv_transpose2d")
+    if fast is not None:
+        return fast(x, w, b, stride, pad)
+    return generic_conv_transpose2d(xp, x, w, b, stride=stride, pad=pad)
+
+
+def conv_transpose2d_vjp(xp, gy, x, w, *, stride: int, pad: int, want_params: bool, bias: bool):
+    """ConvTranspose2d VJPs ``(gx, gw, gb)`` for ``gy (N, Cout, H, W)`` (see ``conv2d_vjp``)."""
+    fast = _kernel(xp, "conv_transpose2d_vjp")
+    if fast is not None:
+        gx, gw, gb = fast(gy, x, w, stride, pad, want_params)
+        return gx, gw, (gb if bias else None)
+    return generic_conv_transpose2d_vjp(xp, gy, x, w, stride=stride, pad=pad, want_params=want_params,
+                                        bias=bias)
+
+
+def conv_transpose2d_input_vjp(xp, gy, w, *, stride: int, pad: int):
+    """ConvTranspose2d input-VJP alone (linear in ``gy``; used for jets)."""
+    fast = _kernel(xp, "conv_transpose2d_input_vjp")
+    if fast is not None:
+        return fast(gy, w, stride, pad)
+    return generic_conv_transpose2d_vjp(xp, gy, None, w, stride=stride, pad=pad, want_params=False,
+                                        bias=False)[0]
+
+
+# ---------------------------------------------------------------------- generic code
 
 
 def conv_out_size(size: int, k: int, stride: int, pad: int) -> int:
@@ -149,7 +229,7 @@ def _kernel_matrix(xp, w, order):
     return xp.reshape(m, (-1, m.shape[3]))
 
 
-def conv2d(xp, x, w, b, *, stride: int, pad: int, keep_cols: bool = False):
+def generic_conv2d(xp, x, w, b, *, stride: int, pad: int, keep_cols: bool = False):
     """Conv2d forward, ``x (N, Cin, H, W)``, ``w (Cout, Cin, k, k)`` → ``(y, cols or None)``."""
     k = w.shape[2]
     fwd, _, out_hw = index_maps(xp, _device(x), x.shape[2], x.shape[3], k, stride, pad)
@@ -159,14 +239,14 @@ def conv2d(xp, x, w, b, *, stride: int, pad: int, keep_cols: bool = False):
     return y, cols  # (N, Cout, Ho, Wo)
 
 
-def conv2d_vjp_input(xp, gy, w, in_hw, *, stride: int, pad: int):
+def generic_conv2d_vjp_input(xp, gy, w, in_hw, *, stride: int, pad: int):
     """Conv2d input-VJP: ``gy (N, Cout, Ho, Wo)`` → ``gx (N, Cin, H, W)``."""
     k = w.shape[2]
     _, bwd, _ = index_maps(xp, _device(gy), in_hw[0], in_hw[1], k, stride, pad)
     return gather_matmul(xp, gy, bwd, _kernel_matrix(xp, w, (2, 3, 0, 1)), in_hw)[0]
 
 
-def conv2d_vjp_params(xp, gy, x, cols, w_shape, *, stride: int, pad: int, bias: bool):
+def generic_conv2d_vjp_params(xp, gy, x, cols, w_shape, *, stride: int, pad: int, bias: bool):
     """Conv2d parameter VJPs ``(gw, gb)``; ``cols`` from the forward, or None to re-gather."""
     cout, cin, k, _ = w_shape
     if cols is None:
@@ -179,7 +259,7 @@ def conv2d_vjp_params(xp, gy, x, cols, w_shape, *, stride: int, pad: int, bias: 
     return gw, gb
 
 
-def conv_transpose2d(xp, x, w, b, *, stride: int, pad: int):
+def generic_conv_transpose2d(xp, x, w, b, *, stride: int, pad: int):
     """ConvTranspose2d forward, ``x (N, Cin, h, w)``, ``w (Cin, Cout, k, k)`` → ``y``."""
     k = w.shape[2]
     H = conv_transpose_out_size(x.shape[2], k, stride, pad)
@@ -193,7 +273,7 @@ def conv_transpose2d(xp, x, w, b, *, stride: int, pad: int):
     return y
 
 
-def conv_transpose2d_vjp(xp, gy, x, w, *, stride: int, pad: int, want_params: bool, bias: bool):
+def generic_conv_transpose2d_vjp(xp, gy, x, w, *, stride: int, pad: int, want_params: bool, bias: bool):
     """ConvTranspose2d VJPs: ``gy (N, Cout, H, W)`` → ``(gx, gw, gb)``."""
     cin, cout, k, _ = w.shape
     N = gy.shape[0]

@@ -8,7 +8,8 @@ Each primitive f knows ``f, f', f'', f'''`` in closed form. A tower
   hyper-dual VJP uses up to ``f'''``.
 
 ``value`` and ``vjp`` are the two entry points layers use; they accept plain arrays or
-jets and pick a backend's native kernel for plain arrays when one exists.
+jets. Plain arrays may use a backend's native kernel (``srl.backends``); that choice is
+made in one function per primitive: ``ndtr`` for Φ and ``_gelu_kernels`` for GELU.
 """
 
 from __future__ import annotations
@@ -109,24 +110,37 @@ class _GELU(Elementwise):
         return out
 
     def plain_value(self, xp, a):
-        ops = native(xp)
-        if ops is not None and ops.gelu is not None:
-            return ops.gelu(a)
-        return a * ndtr(xp, a)
+        return _gelu_kernels(xp)[0](xp, a)[0]
 
     def plain_forward(self, xp, a):
-        ops = native(xp)
-        if ops is not None and ops.gelu is not None:
-            return ops.gelu(a), None
-        Phi = ndtr(xp, a)
-        return a * Phi, Phi  # Φ is reused by the VJP
+        return _gelu_kernels(xp)[0](xp, a)
 
     def plain_vjp(self, xp, a, g, aux=None):
-        ops = native(xp)
-        if ops is not None and ops.gelu_vjp is not None:
-            return ops.gelu_vjp(a, g)
-        Phi = ndtr(xp, a) if aux is None else aux
-        return (Phi + a * special.normal_pdf(xp, a)) * g
+        return _gelu_kernels(xp)[1](xp, a, g, aux)
+
+
+def _generic_gelu(xp, a):
+    """``(x Φ(x), Φ(x))``: Φ is kept for the VJP."""
+    Phi = ndtr(xp, a)
+    return a * Phi, Phi
+
+
+def _generic_gelu_vjp(xp, a, g, Phi):
+    """``g ⊙ (Φ + x φ)``, reusing Φ from the forward pass when given."""
+    if Phi is None:
+        Phi = ndtr(xp, a)
+    return (Phi + a * special.normal_pdf(xp, a)) * g
+
+
+def _gelu_kernels(xp):
+    """GELU's ``(forward, vjp)`` for plain arrays of ``xp``: native when the backend has both.
+
+    ``forward(xp, a) -> (y, aux)`` and ``vjp(xp, a, g, aux) -> g ⊙ GELU'(a)``.
+    """
+    ops = native(xp)
+    if ops is not None and ops.gelu is not None and ops.gelu_vjp is not None:
+        return (lambda xp_, a: (ops.gelu(a), None)), (lambda xp_, a, g, aux: ops.gelu_vjp(a, g))
+    return _generic_gelu, _generic_gelu_vjp
 
 
 def _sigmoid(xp, a):

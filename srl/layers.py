@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from srl.backends import native
-
 from . import conv
 from . import elementwise as ew
 from .jet import Jet, linear
@@ -123,8 +121,7 @@ class _Convolution(Layer):
 class Conv2d(_Convolution):
     """Cross-correlation with zero padding, PyTorch layout ``W (cout, cin, k, k)``.
 
-    Generic path: gather + matmul (``srl.conv``); a backend's native kernel is used for
-    plain arrays when available (tested equal).
+    ``srl.conv`` picks a backend's native kernel or the generic gather-matmul code.
     """
 
     def weight_shape(self):
@@ -134,40 +131,25 @@ class Conv2d(_Convolution):
         W = p[self.w_name]
         b = p[self.b_name] if self.bias else None
         s, pd = self.stride, self.pad
-        ops = native(xp)
-        if isinstance(x, Jet):  # linear in x: one (native if possible) call on all jet components
-            if ops is not None and ops.conv2d is not None:
-                y = linear(xp, lambda v: ops.conv2d(v, W, None, s, pd), x, fused=True)
-            else:
-                y = linear(xp, lambda v: conv.conv2d(xp, v, W, None, stride=s, pad=pd)[0], x, fused=True)
-            return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), (x, None)
-        if ops is not None and ops.conv2d is not None:
-            return ops.conv2d(x, W, b, s, pd), (x, "native")
-        y, cols = conv.conv2d(xp, x, W, b, stride=s, pad=pd)  # (n, cout, ho, wo)
-        return y, (x, cols)
+        if isinstance(x, Jet):  # linear in x: one call on all jet components, bias on the value only
+            y = linear(xp, lambda v: conv.conv2d(xp, v, W, None, stride=s, pad=pd), x, fused=True)
+            return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), x
+        return conv.conv2d(xp, x, W, b, stride=s, pad=pd), x  # (n, cout, ho, wo)
 
-    def backward(self, xp, p, gy, cache, grads):
-        x, cols = cache
+    def backward(self, xp, p, gy, x, grads):
         _no_param_grads_for_jets(self, x, grads)
         W = p[self.w_name]
         s, pd = self.stride, self.pad
-        in_hw = (x.shape[2], x.shape[3])
         if isinstance(gy, Jet):
-            ops = native(xp)
-            if ops is not None and ops.conv2d_input_vjp is not None:
-                return linear(xp, lambda g: ops.conv2d_input_vjp(g, W, in_hw, s, pd), gy, fused=True)
-            return linear(xp, lambda g: conv.conv2d_vjp_input(xp, g, W, in_hw, stride=s, pad=pd), gy, fused=True)
-        if isinstance(cols, str):  # forward took the native path
-            gx, gw, gb = native(xp).conv2d_vjp(gy, x, W, s, pd, grads is not None)
-        else:
-            gx = conv.conv2d_vjp_input(xp, gy, W, in_hw, stride=s, pad=pd)
-            gw, gb = (conv.conv2d_vjp_params(xp, gy, x, cols, W.shape, stride=s, pad=pd, bias=self.bias)
-                      if grads is not None else (None, None))
+            in_hw = (x.shape[2], x.shape[3])
+            return linear(xp, lambda g: conv.conv2d_input_vjp(xp, g, W, in_hw, stride=s, pad=pd), gy, fused=True)
+        gx, gw, gb = conv.conv2d_vjp(xp, gy, x, W, stride=s, pad=pd, want_params=grads is not None,
+                                     bias=self.bias)
         if grads is not None:
             grads[self.w_name] = gw
             if self.bias:
                 grads[self.b_name] = gb
-        return gx
+        return gx  # (n, cin, h, w)
 
 
 class ConvTranspose2d(_Convolution):
@@ -181,44 +163,25 @@ class ConvTranspose2d(_Convolution):
         W = p[self.w_name]
         b = p[self.b_name] if self.bias else None
         s, pd = self.stride, self.pad
-        ops = native(xp)
         if isinstance(x, Jet):
-            if ops is not None and ops.conv_transpose2d is not None:
-                y = linear(xp, lambda v: ops.conv_transpose2d(v, W, None, s, pd), x, fused=True)
-            else:
-                y = linear(xp, lambda v: conv.conv_transpose2d(xp, v, W, None, stride=s, pad=pd), x, fused=True)
+            y = linear(xp, lambda v: conv.conv_transpose2d(xp, v, W, None, stride=s, pad=pd), x, fused=True)
             return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), x
-        if ops is not None and ops.conv_transpose2d is not None:
-            return ops.conv_transpose2d(x, W, b, s, pd), x
-        return conv.conv_transpose2d(xp, x, W, b, stride=s, pad=pd), x
+        return conv.conv_transpose2d(xp, x, W, b, stride=s, pad=pd), x  # (n, cout, H, W)
 
     def backward(self, xp, p, gy, x, grads):
         _no_param_grads_for_jets(self, x, grads)
         W = p[self.w_name]
         s, pd = self.stride, self.pad
         if isinstance(gy, Jet):
-            ops = native(xp)
-            if ops is not None and ops.conv_transpose2d_input_vjp is not None:
-                return linear(xp, lambda g: ops.conv_transpose2d_input_vjp(g, W, s, pd), gy, fused=True)
-            return linear(
-                xp,
-                lambda g: conv.conv_transpose2d_vjp(xp, g, None, W, stride=s, pad=pd,
-                                                    want_params=False, bias=False)[0],
-                gy,
-                fused=True,
-            )
-        want = grads is not None
-        ops = native(xp)
-        if ops is not None and ops.conv_transpose2d_vjp is not None:
-            gx, gw, gb = ops.conv_transpose2d_vjp(gy, x, W, s, pd, want)
-        else:
-            gx, gw, gb = conv.conv_transpose2d_vjp(xp, gy, x, W, stride=s, pad=pd,
-                                                   want_params=want, bias=self.bias)
-        if want:
+            return linear(xp, lambda g: conv.conv_transpose2d_input_vjp(xp, g, W, stride=s, pad=pd), gy,
+                          fused=True)
+        gx, gw, gb = conv.conv_transpose2d_vjp(xp, gy, x, W, stride=s, pad=pd, want_params=grads is not None,
+                                               bias=self.bias)
+        if grads is not None:
             grads[self.w_name] = gw
             if self.bias:
                 grads[self.b_name] = gb
-        return gx
+        return gx  # (n, cin, h, w)
 
 
 class Reshape(Layer):

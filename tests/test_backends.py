@@ -124,6 +124,62 @@ def test_native_ops_are_really_used_for_torch():
         assert srl.backends.native(xp) is None
 
 
+def test_native_ops_are_really_used_for_numpy():
+    """NumPy registers native convolutions (so the model-level comparison above covers them)."""
+    import array_api_compat.numpy as xp
+
+    ops = srl.backends.native(xp)
+    assert ops is not None and ops.conv2d is not None and ops.conv_transpose2d_vjp is not None
+
+
+# Geometries (cin, cout, H, W, k, stride, pad): the paper model's (k5 p2, k3 p1, k5 p0 on a
+# 16×16 grid; transposed k5 s1 p2 and k4 s2 p1), strides 2 and 3 with the rows a strided
+# forward never reads, kernel 1, padding beyond k − 1, and non-square grids.
+CONV_GEOMETRIES = [
+    (3, 4, 16, 16, 5, 1, 2), (4, 3, 16, 16, 3, 1, 1), (3, 5, 16, 16, 5, 1, 0), (2, 3, 7, 9, 4, 2, 1),
+    (2, 3, 8, 8, 4, 2, 1), (3, 2, 7, 6, 3, 3, 0), (2, 2, 5, 6, 1, 1, 0), (2, 3, 5, 7, 2, 2, 3),
+    (1, 2, 6, 5, 3, 1, 4), (3, 2, 9, 9, 5, 2, 2),
+]
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=lambda g: "c{}-{}_{}x{}_k{}s{}p{}".format(*g))
+def test_numpy_native_convolutions_equal_generic(geometry):
+    """Every NumPy convolution kernel (forward, input-VJP, weight and bias VJPs, both layer
+    kinds) against the generic gather-matmul code, float64."""
+    import array_api_compat.numpy as xp
+
+    from srl import conv
+
+    cin, cout, H, W, k, s, p = geometry
+    ops = srl.backends.native(xp)
+    rng = np.random.default_rng(sum(geometry))
+    x = rng.standard_normal((2, cin, H, W))
+    w, b = rng.standard_normal((cout, cin, k, k)), rng.standard_normal(cout)
+    # the same summands in another order: round-off only, relative to the result's scale
+    tol = dict(rtol=1e-12, atol=1e-12 * k * k * max(cin, cout))
+    y = conv.generic_conv2d(xp, x, w, b, stride=s, pad=p)[0]
+    np.testing.assert_allclose(ops.conv2d(x, w, b, s, p), y, **tol)
+    gy = rng.standard_normal(y.shape)
+    gx = conv.generic_conv2d_vjp_input(xp, gy, w, (H, W), stride=s, pad=p)
+    gw, gb = conv.generic_conv2d_vjp_params(xp, gy, x, None, w.shape, stride=s, pad=p, bias=True)
+    got = ops.conv2d_vjp(gy, x, w, s, p, True)
+    for a, want in zip(got, (gx, gw, gb)):
+        np.testing.assert_allclose(a, want, **tol)
+    np.testing.assert_allclose(ops.conv2d_input_vjp(gy, w, (H, W), s, p), gx, **tol)
+    assert ops.conv2d_vjp(gy, x, w, s, p, False)[1:] == (None, None)
+
+    wt = rng.standard_normal((cin, cout, k, k))
+    if (H + 2 * p - k) % s == 0 and (W + 2 * p - k) % s == 0:  # x is then some transposed conv's output size
+        xs = rng.standard_normal((2, cin, (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1))
+        y = conv.generic_conv_transpose2d(xp, xs, wt, b, stride=s, pad=p)
+        np.testing.assert_allclose(ops.conv_transpose2d(xs, wt, b, s, p), y, **tol)
+        gy = rng.standard_normal(y.shape)
+        want = conv.generic_conv_transpose2d_vjp(xp, gy, xs, wt, stride=s, pad=p, want_params=True, bias=True)
+        for a, w_ in zip(ops.conv_transpose2d_vjp(gy, xs, wt, s, p, True), want):
+            np.testing.assert_allclose(a, w_, **tol)
+        np.testing.assert_allclose(ops.conv_transpose2d_input_vjp(gy, wt, s, p), want[0], **tol)
+
+
 def test_ndtr_generic_matches_math_erfc():
     import array_api_compat.numpy as xp
 
