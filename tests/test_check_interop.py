@@ -1,4 +1,5 @@
-"""``srl check`` and the torch export (issue: reproduction, cross-checking, benchmarks)."""
+"""``srl check`` and the torch export: srl against the reference and torch.autograd,
+and ``srl check`` failing when a derivative is perturbed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input raises an error that names the problem (issue: core, item 7)."""
+"""Bad input raises an error that names the problem and the fix (docs/math.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Learning (docs/math.md §3), checkpoints, resume, and the CLI (issue: training and the main job)."""
+"""Learning (docs/math.md §3), checkpoints, resume, and the CLI."""
 
 from __future__ import annotations
 
