@@ -46,14 +46,14 @@ def _grad(graph, params, x, z, sigma, want_params):
 
 
 def grad_z(config, params, x, z, sigma):
-    """∇_z Σ_i E_i (docs/math.md eq. 1.1), a tuple like z; row i is ∇_{z_i} E_i."""
+    """∇_z Σ_i E_i (docs/math.md eq. 1.2), a tuple like z; row i is ∇_{z_i} E_i."""
     graph = N.build_graph(config)
     x = np.asarray(x, dtype=np.float64)
     return _grad(graph, params, x, z, sigma, False)[2]
 
 
 def grad_params(config, params, x, z, sigma):
-    """∇_θ Σ_i E_i (docs/math.md eq. 1.1, used in 3.1): dict name -> array like params[name]."""
+    """∇_θ Σ_i E_i (docs/math.md eq. 1.2, used in 3.1): dict name -> array like params[name]."""
     graph = N.build_graph(config)
     x = np.asarray(x, dtype=np.float64)
     gp = _grad(graph, params, x, z, sigma, True)[3]
@@ -62,7 +62,7 @@ def grad_params(config, params, x, z, sigma):
 
 
 def _hvp(graph, params, x, z, v, sigma, vals=None, cots=None):
-    """Per-example H(z_i) v_i by forward-over-reverse on the graph (docs/math.md §4: exact HVP)."""
+    """Per-example H(z_i) v_i by forward-over-reverse on the graph (docs/math.md eq. 1.3: exact HVP)."""
     params = N.prepare_params(graph, params)
     if vals is None:
         vals = N.forward_values(graph, params, z)
@@ -74,14 +74,14 @@ def _hvp(graph, params, x, z, v, sigma, vals=None, cots=None):
 
 
 def hvp_z(config, params, x, z, v, sigma):
-    """Per-example Hessian-vector product H(z_i) v_i, H = ∇²_z E (docs/math.md §4), exact. Tuple like z."""
+    """Per-example Hessian-vector product H(z_i) v_i, H = ∇²_z E (docs/math.md eq. 1.3), exact. Tuple like z."""
     graph = N.build_graph(config)
     x = np.asarray(x, dtype=np.float64)
     return _hvp(graph, params, x, z, v, sigma)
 
 
 def hessian_z(config, params, x, z, sigma):
-    """Exact per-example Hessian ∇²_z E (docs/math.md §4: H_k) in the concatenated z (groups top-down).
+    """Exact per-example Hessian ∇²_z E (docs/math.md eq. 1.3; H_k of §4) in the concatenated z (groups top-down).
 
     Column j is H e_j, one forward-over-reverse pass per unit vector. -> (n, d, d)
     """

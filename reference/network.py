@@ -10,7 +10,7 @@ Each node is one layer with four hand-written rules:
 (d) ``vjp_tangent``  dgx = d/de vjp(x + e dx, gy + e dgy), theta fixed    (forward over reverse)
 
 Running (a), (b) gives gradients; running (c) forward and then (d) backward gives an
-exact Hessian-vector product in z (docs/math.md §4, §6: "exact, never finite differences").
+exact Hessian-vector product in z (docs/math.md eq. 1.3; exact, never finite differences).
 """
 
 import math

@@ -10,8 +10,8 @@ and compare with the independent float64 oracle ``srl.reference`` (values) and w
 ``max|a − b| / max|b|``. The command prints a table and exits with status 1 when any
 relative error exceeds the documented tolerance of its dtype:
 
-* float64: 1e-9 (docs/math.md §6 asks 1e-10 vs the reference for each backend's arithmetic; the
-  chain and the objectives accumulate K steps of round-off, so the check allows 10×);
+* float64: 1e-9 (docs/math.md §6 sets 1e-10 against the reference for single evaluations;
+  the chain and the objectives accumulate K steps of round-off, so the check allows 10×);
 * float32: 4·sqrt(eps32) ≈ 1.4e-3 against the float64 results (docs/math.md §6).
 """
 

@@ -1,8 +1,9 @@
 """Truncated Taylor numbers for forward-mode derivatives of the hand-written passes.
 
-docs/math.md §4.1 asks for the third-order term ``D³E(z)[t]`` "by forward mode over the
-hand-written HVP, e.g. dual numbers over the manual reverse pass". This module is that
-forward mode, and it also gives the Hessian-vector products (docs/math.md §7 ``hvp_z``):
+The third-order term ``D³E(z)[t]`` of the step-size gradient (docs/math.md eq. 4.3) is
+computed exactly by forward mode over the hand-written reverse pass of the energy; this
+module is that forward mode (docs/math.md eqs. 1.3, 1.4), and it also gives the
+Hessian-vector products (``srl.hvp_z``):
 
 * a **first-order jet** ``a + Σ_p ε_p b_p`` (``ε_p ε_p' = 0``) pushed through the manual
   forward *and* reverse pass of the energy returns, in its ``b`` part, the directional

@@ -154,7 +154,7 @@ class Conv2d(_Convolution):
 
 class ConvTranspose2d(_Convolution):
     """Transposed convolution, PyTorch layout ``W (cin, cout, k, k)``; output
-    ``(H − 1)s − 2p + k`` (docs/math.md §1 uses k5 s1 p2 / k3 s1 p1 and k4 s2 p1)."""
+    ``(H − 1)s − 2p + k`` (docs/models.md: k5 s1 p2 / k3 s1 p1 and k4 s2 p1 in the paper model)."""
 
     def weight_shape(self):
         return (self.cin, self.cout, self.k, self.k)

@@ -15,7 +15,7 @@ from .layers import (
     Clamp, Conv2d, ConvTranspose2d, Dense, GELU, Reshape, Residual, Sequential, Shift, Softplus, Tanh,
 )
 
-#: v ← clamp(softplus(v) + 1e-8, 0, 10)  [code]
+#: v ← clamp(softplus(v) + 1e-8, 0, 10), as in the authors' training script (docs/math.md §1)
 VAR_EPS, VAR_MIN, VAR_MAX = 1e-8, 0.0, 10.0
 
 
@@ -67,7 +67,7 @@ def mlp(latent_dims=(4, 8), hidden: int = 32, out_shape=(1, 8, 8)) -> Generator:
 
 def conv(latent_dims=(8, 16), out_shape=(1, 8, 8), channels: int = 16, *, proj_channels: int = 4,
          proj_kernel: int = 3, res_kernels=(3, 3), inj_kernel: int = 3) -> Generator:
-    """Convolutional generator with the authors' layer types (docs/math.md §1 table).
+    """Convolutional generator with the authors' layer types (docs/math.md §1; layer table in docs/models.md).
 
     The images ``(C, H, W)`` are produced by a final stride-2 transposed convolution from a
     ``(channels, H/2, W/2)`` grid. The defaults suit 8×8 digits; ``paper()`` sets the
@@ -119,7 +119,8 @@ def conv(latent_dims=(8, 16), out_shape=(1, 8, 8), channels: int = 16, *, proj_c
 
 
 def paper() -> Generator:
-    """The authors' 5-layer CelebA 32×32 generator [code] (docs/math.md §1 table)."""
+    """The authors' 5-layer CelebA 32×32 generator, from their public training script (docs/math.md §1;
+    layer table in docs/models.md)."""
     return conv(latent_dims=(64, 64, 64, 96, 128), out_shape=(3, 32, 32), channels=64,
                 proj_channels=4, proj_kernel=5, res_kernels=(5, 3), inj_kernel=5)
 

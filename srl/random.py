@@ -43,6 +43,6 @@ def chain_noise(seed, n: int, latent_dims, n_steps: int, *, xp, dtype, device):
 
 
 def rademacher(rng, shape, *, xp, dtype, device):
-    """Rademacher (±1) probes for Hutchinson trace estimates (docs/math.md §4)."""
+    """Rademacher (±1) probes for Hutchinson trace estimates (docs/math.md §4.2)."""
     signs = rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
     return from_numpy(xp, signs, dtype=dtype, device=device)

@@ -23,7 +23,7 @@ CONV = {"kind": "conv", "latent_dims": [2, 3], "out_shape": [2, 6, 6], "channels
         "proj_kernel": 3, "res_kernels": [3, 1], "inj_kernel": 2}
 
 # float64 backends differ from NumPy only by summation order and libm: 1e-11 relative
-# (docs/math.md §6 asks 1e-10 vs the reference) with an absolute floor at 1e-11 of the scale.
+# (docs/math.md §6: 1e-10 against the reference) with an absolute floor at 1e-11 of the scale.
 RTOL64 = 1e-11
 # float32 vs the float64 result: docs/math.md §6's 4·sqrt(eps32) ≈ 1.4e-3.
 RTOL32 = 4 * math.sqrt(np.finfo(np.float32).eps)
