@@ -23,6 +23,8 @@ def output_path(path) -> Path:
     """The file a picture is written to: ``path``, with ``.png`` added when it has no suffix,
     its directory created; ``ValueError`` naming the path when that is impossible."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory; give a file name such as {path / 'image.png'}")
     if not path.suffix:
         path = path.with_name(path.name + ".png")
     try:
@@ -30,8 +32,6 @@ def output_path(path) -> Path:
     except (FileExistsError, NotADirectoryError):
         raise ValueError(f"cannot write {path}: a part of {path.parent} is a file, not a directory; "
                          "choose another output path") from None
-    if path.is_dir():
-        raise ValueError(f"cannot write {path}: it is a directory; give a file name such as {path / 'image.png'}")
     return path
 
 
