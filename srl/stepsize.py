@@ -149,9 +149,6 @@ class AdamLogStep:
 
     def __call__(self, gen, params, x, step_size, *, n_steps, sigma, seed=0) -> StepSizeUpdate:
         s = np.asarray(step_size, dtype=float)
-        if self.tied and len(set(s.tolist())) > 1:
-            raise ValueError(f"tied step sizes must start equal, got {tuple(s.tolist())}: give one initial value "
-                             "(or drop tied)")
         try:
             value, grad = _mean_objective(gen, params, x, tuple(s), kind=self.kind, n_steps=n_steps, sigma=sigma,
                                           seed=seed, **self.options)
