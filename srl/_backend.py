@@ -59,6 +59,8 @@ def namespace(backend: str = "numpy", device=None):
 
         return xp, "cpu"
     if name == "array_api_strict":
+        if isinstance(device, lib.Device):  # its own device object, e.g. from device(x) of a strict array
+            return lib, device
         if device not in (None, "cpu", "CPU_DEVICE"):
             raise BackendUnavailableError(
                 f"array_api_strict has only its default CPU device, not {device!r}"

@@ -8,7 +8,11 @@ bit-identical numbers.
 
 Writes are atomic: the file is written to a temporary name in the same directory,
 flushed to disk, then renamed over the old checkpoint (``os.replace``). An interrupted
-write leaves the previous checkpoint untouched and no partial file behind.
+or failed write (e.g. a full disk: :class:`CheckpointWriteError`) leaves the previous
+checkpoint untouched and no partial file behind; a temporary file that a killed process
+could not remove is removed by :func:`remove_temporaries` (``srl train`` calls it when it
+starts). The file gets the permissions of any other file the process creates
+(``0o666`` less the umask).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 
@@ -31,6 +35,31 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated or from an incompatible version."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, I/O error); the previous one is unchanged."""
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_temporaries(path) -> list:
+    """Remove temporary files of interrupted writes of checkpoint ``path``; returns their paths.
+
+    Call it only while no other process writes that checkpoint (``srl train`` holds the run
+    directory's lock, ``srl.runlock``).
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def save(path, *, params: dict, adam: dict, meta: dict) -> Path:
     """Write a checkpoint atomically; returns the path."""
     path = Path(path)
@@ -42,22 +71,31 @@ def save(path, *, params: dict, adam: dict, meta: dict) -> Path:
     arrays["meta"] = np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _temporary_name(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        # 0o666 less the umask, like every other output file
+        with os.fdopen(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), "wb") as fh:
             fh.write(buf.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, CheckpointWriteError):
+            err = CheckpointWriteError(f"could not write checkpoint {path} ({exc.strerror or exc}); the previous "
+                                       "checkpoint is unchanged: free space (or fix the disk) and continue with --resume")
+            err.errno = exc.errno
+            raise err from exc
         raise
     return path
 
 
-def load(path) -> dict:
-    """Read a checkpoint: ``{"params", "adam", "meta"}`` with NumPy arrays."""
+def load(path, *, required=()) -> dict:
+    """Read a checkpoint: ``{"params", "adam", "meta"}`` with NumPy arrays.
+
+    ``required``: entries the metadata must hold (``CheckpointError`` naming the missing ones).
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -74,6 +112,11 @@ def load(path) -> dict:
                     v[key[7:]] = data[key]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {exc}") from exc
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise CheckpointError(f"checkpoint {path} has format {version}, expected {FORMAT_VERSION}")
+    missing = [k for k in ("adam_t", *required) if k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks its {', '.join(map(repr, missing))} metadata: it was not "
+                              "written by this version of srl, or was edited; use a checkpoint written by srl train")
     return {"params": params, "adam": {"t": meta["adam_t"], "m": m, "v": v}, "meta": meta}

@@ -28,3 +28,12 @@ class DivergenceError(FloatingPointError):
     Raised when ``z_K`` or an energy is NaN/inf (the step size is too large for the
     model's curvature) or when ``I - A H_k`` is singular (docs/math.md §4).
     """
+
+
+class RunDirectoryError(ValueError):
+    """A run directory cannot be used as asked: it holds another run, holds no run to
+    resume, or its files do not match the run's configuration."""
+
+
+class RunLockedError(RunDirectoryError):
+    """Another process holds the run directory's lock (``srl.runlock``)."""

@@ -27,6 +27,27 @@ def _batches(n, size):
         yield start, min(n, start + size)
 
 
+def _positive_int(name, value, *, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
+
+
+def _check_evaluation(x_test, *, batch_size, n_bound, iw_chains, n_samples) -> np.ndarray:
+    """Validated ``x_test`` as float64 (with at least one image) and the evaluation sizes."""
+    x_test = np.asarray(x_test, dtype=np.float64)
+    if x_test.ndim < 1 or x_test.shape[0] == 0:
+        raise ValueError("x_test holds no images: evaluation needs a non-empty test set (for an image folder, "
+                         "keep test_fraction > 0 and at least 2 images)")
+    _positive_int("batch_size", batch_size)
+    _positive_int("n_bound", n_bound, allow_none=True)
+    _positive_int("iw_chains", iw_chains)
+    _positive_int("n_samples", n_samples)
+    return x_test
+
+
 def to_backend(x_host, like):
     xp = _backend.array_namespace(like)
     return _backend.from_numpy(xp, np.asarray(x_host), dtype=like.dtype, device=_backend.device(like))
@@ -49,6 +70,7 @@ def _shard_noise(workers, gen, like, seed, n, rows, n_steps, n_chains=1) -> dict
 
 def sample(gen, params, n: int, *, seed=0):
     """Images ``g(z)`` for ``z ~ N(0, I)`` (the mean of p(x|z), without pixel noise)."""
+    n = _positive_int("n", n)
     p0 = next(iter(params.values()))
     xp = _backend.array_namespace(p0)
     dt = _backend.dtype_name(xp, p0.dtype)
@@ -72,7 +94,8 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
     summation). The synthesis metrics are computed by worker 0 only.
     """
     p0 = next(iter(params.values()))
-    x_test = np.asarray(x_test, dtype=np.float64)
+    x_test = _check_evaluation(x_test, batch_size=batch_size, n_bound=n_bound, iw_chains=iw_chains,
+                               n_samples=n_samples)
     N, D = x_test.shape[0], gen.D
     nb = N if n_bound is None else min(N, int(n_bound))
 
@@ -168,7 +191,9 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
 
     p0 = next(iter(params.values()))
     xp = _backend.array_namespace(p0)
-    x_test = np.asarray(x_test, dtype=np.float64)
+    x_test = _check_evaluation(x_test, batch_size=batch_size, n_bound=n_bound, iw_chains=iw_chains,
+                               n_samples=n_samples)
+    _positive_int("elbo_samples", elbo_samples)
     N, D = x_test.shape[0], gen.D
     nb = N if n_bound is None else min(N, int(n_bound))
     out = _reconstruction_mse(gen, p0, x_test, lambda x, a, n, rows: vae.reconstruct(xp, gen, enc, params, enc_params,

@@ -292,9 +292,18 @@ class FIDInception(nn.Module):
     def from_weights(cls, weights=None, device="cpu") -> "FIDInception":
         """The pretrained network from the local weights file (see :func:`find_weights`)."""
         path = find_weights(weights)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        fix = f"it must be the pytorch-fid weights {WEIGHTS_FILE} ({WEIGHTS_URL}); fetch that file again"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, garbage or a pickle of other objects
+            raise ValueError(f"FID weights file {path} is not a readable torch weights file "
+                             f"({type(exc).__name__}); {fix}") from None
         model = cls()
-        model.load_state_dict(state, strict=True)
+        try:
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, AttributeError):  # a state dict of some other network
+            raise ValueError(f"FID weights file {path} does not hold the FID Inception network (its parameter "
+                             f"names or shapes differ); {fix}") from None
         return model.to(device).eval()
 
     def forward(self, images):

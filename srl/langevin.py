@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from . import _backend
 from .energy import _grad_z
-from .errors import DivergenceError
+from .errors import DivergenceError, NonFiniteError
 from .random import chain_noise
-from .validate import check_z, prepare_chain
+from .validate import all_finite, check_z, prepare_chain
 
 
 def langevin_update(z, g, xi, step_size):
@@ -25,10 +25,6 @@ def langevin_update(z, g, xi, step_size):
 
 #: |z| beyond this is no posterior sample of an N(0, I)-prior model: the chain is unstable.
 DIVERGED_ABS_Z = 1e6
-
-
-def all_finite(xp, arrays) -> bool:
-    return all(bool(xp.all(xp.isfinite(a))) for a in arrays)
 
 
 def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
@@ -49,6 +45,7 @@ def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
 
 def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
     """Explicit ``z0``/``noise`` if given (validated), else drawn from ``seed``."""
+    given = {"z0": z0, "noise": noise}
     if z0 is None or noise is None:
         drawn_z0, drawn_noise = chain_noise(seed, n, gen.latent_dims, n_steps, xp=xp, dtype=dtype,
                                             device=_backend.device(x))
@@ -61,6 +58,11 @@ def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
         raise ValueError(f"noise has {len(noise)} steps but n_steps={n_steps}")
     for k, xi in enumerate(noise):
         check_z(gen, xi, dtype=dtype, n=n, what=f"noise[{k}]")
+    for what, value in given.items():
+        if value is not None:
+            arrays = z0 if what == "z0" else [a for xi in noise for a in xi]
+            if not all_finite(xp, arrays):
+                raise NonFiniteError(f"{what} contains NaN or inf; pass finite values (or a seed instead)")
     return z0, noise
 
 

@@ -15,10 +15,19 @@ from ._backend import from_numpy
 
 
 def host_rng(seed) -> np.random.Generator:
-    """``numpy.random.default_rng(seed)``; a Generator passes through unchanged."""
+    """``numpy.random.default_rng(seed)``; a Generator passes through unchanged.
+
+    ``seed`` is a non-negative integer or a sequence of them; anything else raises a
+    ``ValueError`` that says so (NumPy's own message does not name the seed).
+    """
     if isinstance(seed, np.random.Generator):
         return seed
-    return np.random.default_rng(seed)
+    if isinstance(seed, (bool, np.bool_, str, bytes)) or seed is None:
+        raise ValueError(f"seed must be a non-negative integer (or a sequence of them), got {seed!r}")
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed must be a non-negative integer (or a sequence of them), got {seed!r}") from None
 
 
 def standard_normal_groups(rng, n: int, latent_dims, *, xp, dtype, device) -> tuple:

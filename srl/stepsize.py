@@ -25,6 +25,12 @@ from .errors import DivergenceError
 from .objectives import KINDS, stepsize_objective
 
 
+def _check_positive(name, value):
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
 class StepSizeWarning(UserWarning):
     """A step size was discarded or backed off because the chain diverged."""
 
@@ -123,6 +129,8 @@ class AdamLogStep:
                  **objective_options):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        _check_positive("lr (the step-size learning rate)", lr)
+        _check_positive("backoff", backoff)
         self.kind, self.lr, self.betas, self.eps = kind, float(lr), tuple(betas), float(eps)
         self.tied, self.backoff = tied, float(backoff)
         self.min_step, self.max_step = float(min_step), float(max_step)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from . import _backend
 from .errors import DTypeError, NonFiniteError, ShapeError
 
@@ -28,6 +30,7 @@ def check_params(gen, params) -> None:
         )
     first = next(iter(params.values()))
     kind, dtype = type(first), first.dtype
+    check_float_dtype("parameters", first)
     for name, shape in expected.items():
         a = params[name]
         if tuple(a.shape) != shape:
@@ -38,6 +41,16 @@ def check_params(gen, params) -> None:
         if type(a) is not kind:
             raise TypeError(f"parameters mix array libraries ({kind.__module__} and {type(a).__module__} "
                             f"for {name!r})")
+
+
+def check_float_dtype(what, a) -> str:
+    """``"float32"`` or ``"float64"`` for the dtype of array ``a``; DTypeError for any other
+    (float16 and bfloat16 lack the range and precision the chains and their derivatives need)."""
+    try:
+        return _backend.dtype_name(_backend.array_namespace(a), a.dtype)
+    except DTypeError:
+        raise DTypeError(f"{what} have dtype {a.dtype}; srl computes in float32 or float64: convert the arrays "
+                         "(e.g. .astype('float32'))") from None
 
 
 def _dtype_check(what, a, dtype):
@@ -77,27 +90,62 @@ def check_z(gen, z, *, dtype=None, n=None, what="z") -> int:
     return n
 
 
-def check_sigma(sigma) -> float:
+def all_finite(xp, arrays) -> bool:
+    """Whether every array is free of NaN/inf, with one host synchronisation for all of them."""
+    arrays = list(arrays)
+    if not arrays:
+        return True
+    return bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])))
+
+
+def check_finite_params(xp, params) -> None:
+    """NonFiniteError naming the first parameter that holds NaN/inf (e.g. after a θ update
+    with too large a learning rate), so that it is not mistaken for a chain divergence."""
+    if all_finite(xp, params.values()):
+        return
+    name = next(k for k, a in params.items() if not bool(xp.all(xp.isfinite(a))))
+    raise NonFiniteError(f"parameter {name!r} contains NaN or inf; the model itself is broken (e.g. θ was "
+                         "trained with too large a learning rate): restore finite parameters")
+
+
+def check_sigma(sigma, dtype: str = "float64") -> float:
+    """σ as a float: positive, finite, and large enough that 1/σ² (eq. 1.1) is finite in ``dtype``."""
+    if isinstance(sigma, (str, bytes)):
+        raise TypeError(f"sigma must be a positive number, got the string {sigma!r}")
     try:
         s = float(sigma)
     except (TypeError, ValueError):
         raise TypeError(f"sigma must be a positive number, got {sigma!r}") from None
     if not math.isfinite(s) or s <= 0:
         raise ValueError(f"sigma must be a positive finite number (observation noise std), got {sigma!r}")
+    # 1/σ² must leave 1/eps of headroom below the largest float, so that sums of squared
+    # residuals over the pixels times 1/σ² (eq. 1.1) stay finite
+    info = np.finfo(dtype)
+    smallest = 1.0 / math.sqrt(float(info.max) * float(info.eps))
+    if s < smallest:
+        raise ValueError(f"sigma={s:g} is too small for {dtype}: 1/σ² in the energy (eq. 1.1) would overflow; "
+                         f"use sigma >= {smallest:.2g}")
     return s
 
 
 def check_step_size(step_size, n_groups: int) -> tuple:
-    """A float or one value per group → a tuple of ``n_groups`` positive floats."""
-    if hasattr(step_size, "__len__"):
-        values = [float(v) for v in _backend.to_numpy(step_size).reshape(-1)] if hasattr(step_size, "shape") else [float(v) for v in step_size]
-        if len(values) != n_groups:
-            raise ShapeError(f"step_size has {len(values)} values but the generator has {n_groups} latent groups")
-    else:
-        try:
+    """A float (or 0-d array) or one value per group → a tuple of ``n_groups`` positive floats."""
+    if isinstance(step_size, (str, bytes)):
+        raise TypeError(f"step_size must be a float or one float per group, got the string {step_size!r}")
+    if hasattr(step_size, "shape"):  # an array of any library: a 0-d one is a float
+        step_size = _backend.to_numpy(step_size)
+        step_size = step_size.reshape(-1).tolist() if step_size.ndim else step_size.item()
+    try:
+        if hasattr(step_size, "__len__"):
+            values = [float(v) for v in step_size]
+            if len(values) != n_groups:
+                raise ShapeError(f"step_size has {len(values)} values but the generator has {n_groups} latent groups")
+        else:
             values = [float(step_size)] * n_groups
-        except (TypeError, ValueError):
-            raise TypeError(f"step_size must be a float or one float per group, got {step_size!r}") from None
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ShapeError):
+            raise
+        raise TypeError(f"step_size must be a float or one float per group, got {step_size!r}") from None
     for v in values:
         if not math.isfinite(v) or v <= 0:
             raise ValueError(f"step_size must be positive and finite, got {step_size!r}")
@@ -116,7 +164,8 @@ def prepare(gen, params, x, *, sigma):
     first = next(iter(params.values()))
     xp = _backend.array_namespace(x, first)
     n = check_x(gen, x, dtype=first.dtype)
-    return xp, first.dtype, n, check_sigma(sigma)
+    check_finite_params(xp, params)
+    return xp, first.dtype, n, check_sigma(sigma, _backend.dtype_name(xp, first.dtype))
 
 
 def prepare_chain(gen, params, x, *, sigma, n_steps, step_size):

@@ -19,6 +19,22 @@ def _mpl():
     return plt
 
 
+def output_path(path) -> Path:
+    """The file a picture is written to: ``path``, with ``.png`` added when it has no suffix,
+    its directory created; ``ValueError`` naming the path when that is impossible."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory; give a file name such as {path / 'image.png'}")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"cannot write {path}: a part of {path.parent} is a file, not a directory; "
+                         "choose another output path") from None
+    return path
+
+
 def tile(images, *, ncol=None, pad: int = 1, upscale=None) -> np.ndarray:
     """``(N, C, H, W)`` in [−1, 1] → one ``(rows·H', cols·W', 3)`` image in [0, 1]."""
     x = np.asarray(_backend.to_numpy(images), dtype=np.float64)
@@ -46,8 +62,7 @@ def tile(images, *, ncol=None, pad: int = 1, upscale=None) -> np.ndarray:
 
 def save_grid(path, images, *, ncol=None, upscale=None, title=None) -> Path:
     """Write a PNG grid of images in [−1, 1]."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_path(path)
     canvas = tile(images, ncol=ncol, upscale=upscale)
     plt = _mpl()
     if title is None:
@@ -76,7 +91,7 @@ def save_reconstructions(path, x, x_hat, *, n: int = 16, title=None) -> Path:
 def plot_training(path, history: list, *, title: str = "") -> Path:
     """Loss, reconstruction MSE and per-group step sizes over iterations."""
     plt = _mpl()
-    path = Path(path)
+    path = output_path(path)
     it = np.array([h["iteration"] for h in history])
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(it, [h["energy"] for h in history], lw=1)
@@ -96,7 +111,6 @@ def plot_training(path, history: list, *, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -119,8 +133,7 @@ def plot_objective_curve(path, step_sizes, curves: dict, *, title: str = "", yla
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -33,6 +33,7 @@ import io
 import math
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -342,7 +343,11 @@ def _read_bytes(path: Path) -> bytes:
     with open(path, "rb") as f:
         data = f.read()
     if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{path} is a corrupt or truncated gzip file ({e}); replace it with an intact "
+                             "copy") from None
     return data
 
 
@@ -424,6 +429,9 @@ def _svhn_split(path: Path, limit):
         m = loadmat(path, variable_names=["X", "y"])
     except NotImplementedError as e:  # MATLAB v7.3 (HDF5)
         raise ValueError(f"{path} is a MATLAB v7.3 file; expected the v5 files of SVHN ({e})") from None
+    except Exception as e:  # scipy raises MatReadError, OSError, ValueError... for damaged files
+        raise ValueError(f"{path} is not a readable SVHN .mat file ({type(e).__name__}: {e}); replace it with "
+                         "an intact copy of the original file") from None
     if "X" not in m or "y" not in m:
         raise ValueError(f"{path} lacks the variables X and y of SVHN (found {sorted(k for k in m if not k.startswith('__'))})")
     X, y = m["X"], np.asarray(m["y"]).reshape(-1)
@@ -493,15 +501,18 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
                                      "numpy arrays, lists and bytes")
 
 
+class CorruptBatchError(pickle.UnpicklingError, ValueError):
+    """A CIFAR-10 batch that cannot be unpickled (damaged, or holding refused objects)."""
+
+
 def _read_cifar_batch(path: Path, limit):
     with open(path, "rb") as f:
         raw = f.read()
     try:
         d = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except pickle.UnpicklingError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: {type(e).__name__}: {e}") from None
+    except Exception as e:  # truncated or garbage bytes, or a refused global
+        raise CorruptBatchError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}: {e}); replace it "
+                                "with an intact copy from the original archive") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path} is not a CIFAR-10 python batch (unpickled a {type(d).__name__}, expected a dict)")
     get = (lambda k: d[k.encode()] if k.encode() in d else d.get(k))
@@ -580,6 +591,17 @@ def _list_images(d: Path):
     return sorted(files, key=lambda p: p.relative_to(d).as_posix())
 
 
+def _unreadable_image(path: Path, exc) -> ValueError:
+    what = "is empty (0 bytes)" if path.stat().st_size == 0 else f"cannot be read as an image ({exc})"
+    return ValueError(f"image file {path} {what}; delete it or move it out of the folder (every png, jpg, "
+                      "jpeg and bmp file under the folder is read, subfolders included)")
+
+
+# Pillow raises OSError, ValueError, SyntaxError or its DecompressionBombError (an Exception) for
+# damaged or hostile files
+_IMAGE_ERRORS = (Exception,)
+
+
 def _read_image(Image, path: Path, channels: int | None):
     """One image as float64 ``(C, H, W)`` in [-1, 1]; ``channels=None`` keeps gray as 1, else 3."""
     try:
@@ -592,15 +614,18 @@ def _read_image(Image, path: Path, channels: int | None):
                 a = np.asarray(img, dtype=np.float64) / 65535.0 * 2.0 - 1.0
                 return a[None]
             a = np.asarray(img.convert("L" if c == 1 else "RGB"))
-    except OSError as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+    except _IMAGE_ERRORS as e:
+        raise _unreadable_image(path, e) from None
     x = _scale_uint8(a)
     return x[None] if x.ndim == 2 else np.transpose(x, (2, 0, 1))
 
 
 def _image_is_gray(Image, path: Path) -> bool:
-    with Image.open(path) as img:
-        return img.mode in _GRAY_MODES
+    try:
+        with Image.open(path) as img:
+            return img.mode in _GRAY_MODES
+    except _IMAGE_ERRORS as e:
+        raise _unreadable_image(path, e) from None
 
 
 def load_folder(path, *, shape=None, test_fraction=None, seed=0, limit=None) -> Dataset:
@@ -626,6 +651,9 @@ def load_folder(path, *, shape=None, test_fraction=None, seed=0, limit=None) -> 
         raise DataFilesMissing("image folder", pattern, [d], note="no image files found (subfolders included)")
     Image = _pil()
     n = len(files)
+    if tf > 0 and n < 2:
+        raise ValueError(f"image folder {d} holds {n} image ({files[0].name}); a train/test split needs at least "
+                         "2 images: add images, or pass test_fraction=0 for no test set")
     n_test = int(round(n * tf))
     if tf > 0 and n >= 2:
         n_test = max(n_test, 1)
