@@ -302,10 +302,11 @@ def test_adam_on_log_s_moves_to_the_closed_form_minimum(kind):
         return closed_forms(G, b, x, sigma, np.array([s[0], s[1], s[1]]), K)[which]
 
     opt = AdamLogStep(kind=kind, lr=0.08)
-    s = tuple(s0)
+    s, state = tuple(s0), opt.init()
     xs = np.concatenate([x] * 64)
     for it in range(80):
-        s = opt(gen, p, xs, s, n_steps=K, sigma=sigma, seed=it).step_size
+        upd, state = opt.update(state, gen, p, xs, s, n_steps=K, sigma=sigma, seed=it)
+        s = upd.step_size
     gap0, gap = closed(s0) - best, closed(s) - best
     # the optimiser closes at least 95% of the initial gap in expected objective
     assert gap <= 0.05 * gap0, (s, s_star, gap, gap0)
@@ -321,8 +322,8 @@ def test_grid_search_picks_the_closed_form_best_candidate():
 
     best = min(cands, key=closed)
     xs = np.concatenate([x] * 512)
-    upd = GridSearch(kind="jacobian", candidates=cands, tied=True)(gen, p, xs, (0.1, 0.1), n_steps=K, sigma=sigma,
-                                                                  seed=3)
+    upd, _ = GridSearch(kind="jacobian", candidates=cands, tied=True).update(None, gen, p, xs, (0.1, 0.1), n_steps=K,
+                                                                            sigma=sigma, seed=3)
     assert upd.step_size == (best, best)
     assert set(upd.evaluated) == {(c, c) for c in cands}
 
@@ -331,11 +332,14 @@ def test_divergent_step_sizes_back_off_with_a_warning():
     gen, p, x, _ = make_problem({"kind": "mlp", "latent_dims": [2, 2], "hidden": 4, "out_shape": [1, 2, 2]},
                                 n=2, seed=0)
     with pytest.warns(StepSizeWarning, match="diverged"), np.errstate(all="ignore"):
-        upd = AdamLogStep(kind="reverse")(gen, p, x, (1e5, 1e5), n_steps=25, sigma=0.05, seed=0)
+        opt = AdamLogStep(kind="reverse")
+        upd, state = opt.update(opt.init(), gen, p, x, (1e5, 1e5), n_steps=25, sigma=0.05, seed=0)
+    assert state == opt.init()  # the moments are reset
     assert upd.diverged and upd.step_size == (0.5e5 if 0.5e5 < 2.0 else 2.0,) * 2
     with pytest.warns(StepSizeWarning, match="discarded"), np.errstate(all="ignore"):
-        upd = GridSearch(kind="jacobian", candidates=(0.05, 1e5))(gen, p, x, (0.1, 0.1), n_steps=5, sigma=0.05, seed=0)
+        upd, _ = GridSearch(kind="jacobian", candidates=(0.05, 1e5)).update(None, gen, p, x, (0.1, 0.1), n_steps=5,
+                                                                            sigma=0.05, seed=0)
     assert upd.step_size == (0.05, 0.05) and not upd.diverged
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        GridSearch(kind="reverse", candidates=(0.05,))(gen, p, x, (0.1, 0.1), n_steps=3, sigma=0.5, seed=0)
+        GridSearch(kind="reverse", candidates=(0.05,)).update(None, gen, p, x, (0.1, 0.1), n_steps=3, sigma=0.5, seed=0)
