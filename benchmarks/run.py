@@ -108,7 +108,7 @@ class Workload:
                                            seed=0, kind=kind, **kw)
 
     def train_step(self, K, s=0.05):
-        from srl.evaluate import batch_value_and_param_grad
+        from srl.learning import batch_value_and_param_grad
 
         zK = self.chain(K, s)
         return batch_value_and_param_grad(self.xp, self.gen, self.params, self.x, zK, SIGMA)

@@ -11,63 +11,49 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import warnings
 from pathlib import Path
 
 
-def _floats(text):
-    vals = [float(v) for v in str(text).split(",") if v.strip()]
-    return vals[0] if len(vals) == 1 else tuple(vals)
+def add_config_options(parser, config_class) -> None:
+    """One ``--option`` per field of a configuration dataclass (srl.config), in field order,
+    in the argument group, with the parser, choices, default and help the field declares."""
+    groups = {}
+    for f in dataclasses.fields(config_class):
+        meta = f.metadata
+        group = meta["group"]
+        if group is None:
+            target = parser
+        else:
+            if group not in groups:
+                groups[group] = parser.add_argument_group(group)
+            target = groups[group]
+        flag = "--" + f.name.replace("_", "-")
+        if meta["parse"] is bool:
+            target.add_argument(flag, action="store_true", default=f.default, help=meta["help"])
+        else:
+            target.add_argument(flag, type=meta["parse"], default=f.default, choices=meta["choices"],
+                                help=meta["help"])
 
 
-def _ints(text):
-    return tuple(int(v) for v in str(text).split(",") if v.strip())
+def config_from_args(config_class, args):
+    """The configuration holding the parsed values of ``add_config_options``."""
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)})
 
 
 def _add_train(sub):
-    from .train import TrainConfig
+    from .config import TrainConfig
 
-    d = TrainConfig()
     p = sub.add_parser("train", help="learn a generator with short-run inference",
                        description="Learn θ by short-run Langevin inference (docs/math.md §3) with step sizes optimized "
                                    "variationally (docs/math.md §4, §5). Writes metrics.jsonl, training.png, samples.png, "
                                    "reconstructions.png, summary.json and checkpoint.npz to --out.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--method", default=d.method, choices=["shortrun", "vae"],
-                   help="short-run Langevin inference (docs/math.md §3) or the VAE baseline on the same generator")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default=d.data, help="digits | mnist | svhn | cifar10 | folder | PATH to images")
-    g.add_argument("--root", default=None, help="directory with the dataset's standard files (never downloaded)")
-    g.add_argument("--limit", type=int, default=None, help="use at most this many train/test images")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=d.model, choices=["mlp", "conv", "paper"])
-    g.add_argument("--latent-dims", type=_ints, default=None, help="comma-separated, top group first (e.g. 8,16)")
-    g.add_argument("--hidden", type=int, default=None, help="mlp width")
-    g.add_argument("--channels", type=int, default=None, help="conv channels")
-    g = p.add_argument_group("backend")
-    g.add_argument("--backend", default=d.backend, choices=["numpy", "torch", "cupy", "array_api_strict"])
-    g.add_argument("--device", default=None, help="e.g. cuda, cuda:1")
-    g.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    g = p.add_argument_group("inference")
-    g.add_argument("--n-steps", type=int, default=d.n_steps, help="K, Langevin steps")
-    g.add_argument("--sigma", type=float, default=d.sigma, help="observation noise σ")
-    g.add_argument("--step-size", type=_floats, default=d.step_size, help="initial s (one value or one per group)")
-    g.add_argument("--step-method", default=d.step_method, choices=["fixed", "grid", "gradient"])
-    g.add_argument("--step-objective", default=d.step_objective, choices=["jacobian", "reverse"])
-    g.add_argument("--step-every", type=int, default=d.step_every, help="update s every N iterations")
-    g.add_argument("--step-subset", type=int, default=d.step_subset, help="examples used per s update")
-    g.add_argument("--step-lr", type=float, default=d.step_lr, help="Adam learning rate on log s")
-    g.add_argument("--tied", action="store_true", help="one step size shared by all groups")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate for θ")
-    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"])
-    g.add_argument("--beta1", type=float, default=d.beta1)
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--out", default=d.out, help="output directory")
+    add_config_options(p, TrainConfig)
+    g = p.add_argument_group("run")
     g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz (exactly)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
@@ -114,14 +100,10 @@ def build_parser():
 
 
 def _cmd_train(a):
-    from .train import TrainConfig, train
+    from .config import TrainConfig
+    from .train import train
 
-    cfg = TrainConfig(method=a.method, data=a.data, root=a.root, limit=a.limit, model=a.model, latent_dims=a.latent_dims,
-                      hidden=a.hidden, channels=a.channels, backend=a.backend, device=a.device, dtype=a.dtype,
-                      n_steps=a.n_steps, sigma=a.sigma, step_size=a.step_size, step_method=a.step_method,
-                      step_objective=a.step_objective, step_every=a.step_every, step_subset=a.step_subset,
-                      step_lr=a.step_lr, tied=a.tied, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                      lr_schedule=a.lr_schedule, beta1=a.beta1, seed=a.seed, out=a.out)
+    cfg = config_from_args(TrainConfig, a)
     res = train(cfg, resume=a.resume, progress=not a.no_progress, evaluate_at_end=not a.no_eval)
     print(f"wrote {res.out}/ (metrics.jsonl, training.png, samples.png, reconstructions.png, checkpoint.npz)")
     if res.metrics:

@@ -17,7 +17,6 @@ import numpy as np
 
 from . import _backend
 from .distributed import SINGLE, local_chain_noise
-from .energy import _value_and_grad
 from .langevin import short_run
 from .objectives import objective_values
 
@@ -220,12 +219,3 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
                                       fid_weights=fid_weights))
     return out
 
-
-def batch_value_and_param_grad(xp, gen, params, x, z, sigma):
-    """Mean energy, mean ∇_θ E and the per-pixel MSE at fixed z (docs/math.md eq. 3.1)."""
-    energy, _, grads, residual = _value_and_grad(xp, gen, params, x, z, sigma, want_params=True,
-                                                 want_residual=True)
-    n = x.shape[0]
-    mean_grads = {k: g * (1.0 / n) for k, g in grads.items()}
-    mse = float(xp.mean(residual * residual))
-    return float(xp.mean(energy)), mean_grads, mse

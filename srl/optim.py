@@ -3,19 +3,30 @@
     m ← β1 m + (1 − β1) g          v ← β2 v + (1 − β2) g²
     θ ← θ − lr · m̂ / (√v̂ + ε),     m̂ = m/(1 − β1ᵗ),  v̂ = v/(1 − β2ᵗ)
 
-Functional: ``step`` returns new parameter arrays and never mutates its inputs, so the
-same code runs on every backend (array-api-strict has no in-place updates).
+The optimiser is a pure pair ``init(params) → state`` and ``update(state, params, grads)
+→ (params, state)``: the moments live in an explicit ``AdamState`` and no array is
+mutated, so the same code runs on every backend (array-api-strict has no in-place
+updates) and checkpointing is ``state_to_host`` / ``state_from_host``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Optional
 
 from . import _backend
 
 
+class AdamState(NamedTuple):
+    """Step count and first/second moments (one array per parameter; empty before step 1)."""
+
+    t: int
+    m: dict
+    v: dict
+
+
 class Adam:
-    """Adam over a dict of arrays (one moment pair per parameter)."""
+    """Adam over a dict of arrays; holds only hyperparameters (the state is ``AdamState``)."""
 
     def __init__(self, *, lr: float = 8e-5, betas=(0.5, 0.999), eps: float = 1e-8):
         if lr <= 0 or not math.isfinite(lr):
@@ -24,36 +35,43 @@ class Adam:
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas must lie in [0, 1), got {betas}")
         self.lr, self.betas, self.eps = float(lr), (float(b1), float(b2)), float(eps)
-        self.m: dict = {}
-        self.v: dict = {}
-        self.t = 0
 
-    def step(self, params: dict, grads: dict) -> dict:
-        """One update along ``−grads`` (``grads`` are gradients of the loss to minimise)."""
+    @staticmethod
+    def init(params: dict) -> AdamState:
+        """The state before the first step (the moments start from the first gradient)."""
+        return AdamState(0, {}, {})
+
+    def update(self, state: AdamState, params: dict, grads: dict, *, lr: Optional[float] = None):
+        """One step along ``−grads`` (gradients of the loss to minimise): ``(params, state)``.
+
+        ``lr`` overrides the learning rate for this step (a schedule).
+        """
+        lr = self.lr if lr is None else float(lr)
         b1, b2 = self.betas
-        self.t += 1
-        c1, c2 = 1.0 - b1**self.t, 1.0 - b2**self.t
-        new = {}
+        t = state.t + 1
+        c1, c2 = 1.0 - b1**t, 1.0 - b2**t
+        new, ms, vs = {}, {}, {}
         for k, p in params.items():
             g = grads[k]
-            m = g * (1.0 - b1) if k not in self.m else self.m[k] * b1 + g * (1.0 - b1)
-            v = (g * g) * (1.0 - b2) if k not in self.v else self.v[k] * b2 + (g * g) * (1.0 - b2)
-            self.m[k], self.v[k] = m, v
+            m = g * (1.0 - b1) if k not in state.m else state.m[k] * b1 + g * (1.0 - b1)
+            v = (g * g) * (1.0 - b2) if k not in state.v else state.v[k] * b2 + (g * g) * (1.0 - b2)
+            ms[k], vs[k] = m, v
             xp = _backend.array_namespace(p)
-            new[k] = p - (m * (self.lr / c1)) / (xp.sqrt(v / c2) + self.eps)
-        return new
+            new[k] = p - (m * (lr / c1)) / (xp.sqrt(v / c2) + self.eps)
+        return new, AdamState(t, ms, vs)
 
-    def state_dict(self) -> dict:
-        """Host (NumPy) copies of the moments and the step count."""
+    @staticmethod
+    def state_to_host(state: AdamState) -> dict:
+        """Host (NumPy) copies of the moments and the step count (the checkpoint's ``adam``)."""
         return {
-            "t": self.t,
-            "m": {k: _backend.to_numpy(v) for k, v in self.m.items()},
-            "v": {k: _backend.to_numpy(v) for k, v in self.v.items()},
+            "t": state.t,
+            "m": {k: _backend.to_numpy(v) for k, v in state.m.items()},
+            "v": {k: _backend.to_numpy(v) for k, v in state.v.items()},
         }
 
-    def load_state_dict(self, state: dict, *, like: dict) -> None:
-        """Restore moments onto the backend/dtype/device of the arrays in ``like``."""
-        self.t = int(state["t"])
+    @staticmethod
+    def state_from_host(host: dict, *, like: dict) -> AdamState:
+        """The state of ``state_to_host`` on the backend/dtype/device of the arrays in ``like``."""
 
         def put(arrs):
             out = {}
@@ -63,4 +81,4 @@ class Adam:
                 out[k] = _backend.from_numpy(xp, a, dtype=ref.dtype, device=_backend.device(ref))
             return out
 
-        self.m, self.v = put(state["m"]), put(state["v"])
+        return AdamState(int(host["t"]), put(host["m"]), put(host["v"]))

@@ -1,6 +1,8 @@
 """Step-size optimisers: grid search (the paper's option) and Adam on log s (docs/math.md §4).
 
-Both minimise a step-size objective (``kind="jacobian"``, J_jac of eq. 4.1, or
+Both are explicit-state optimisers: ``init() → state`` and ``update(state, gen, params, x,
+step_size, ...) → (StepSizeUpdate, state)``; ``state_to_json`` / ``state_from_json`` give
+the checkpointed form. Both minimise a step-size objective (``kind="jacobian"``, J_jac of eq. 4.1, or
 ``kind="reverse"``, −log w of eq. 5.1) averaged over a minibatch, on common random
 numbers (every candidate of one update sees the same chain noise). They are meant to be
 called inside training every N iterations on a subset of the batch (``srl.train``).
@@ -16,7 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -78,7 +80,24 @@ class GridSearch:
             return self.candidates
         return tuple(current * f for f in self.factors)
 
-    def __call__(self, gen, params, x, step_size, *, n_steps, sigma, seed=0) -> StepSizeUpdate:
+    @staticmethod
+    def init():
+        """Grid search keeps no state between updates."""
+        return None
+
+    @staticmethod
+    def state_to_json(state):
+        return None
+
+    @staticmethod
+    def state_from_json(doc):
+        return None
+
+    def update(self, state, gen, params, x, step_size, *, n_steps, sigma, seed=0):
+        """One grid search from ``step_size``: ``(StepSizeUpdate, state)``."""
+        return self._search(gen, params, x, step_size, n_steps=n_steps, sigma=sigma, seed=seed), state
+
+    def _search(self, gen, params, x, step_size, *, n_steps, sigma, seed) -> StepSizeUpdate:
         s = list(step_size)
         L = len(s)
         evaluated = {}
@@ -90,7 +109,7 @@ class GridSearch:
                     evaluated[key] = _mean_objective(gen, params, x, cand, kind=self.kind, n_steps=n_steps,
                                                      sigma=sigma, seed=seed, **self.options)[0]
                 except DivergenceError as exc:
-                    warnings.warn(f"step size {key} discarded: {exc}", StepSizeWarning, stacklevel=3)
+                    warnings.warn(f"step size {key} discarded: {exc}", StepSizeWarning, stacklevel=4)
                     evaluated[key] = math.inf
             return evaluated[key]
 
@@ -109,11 +128,19 @@ class GridSearch:
                 for j in members:
                     s[j] *= self.backoff
                 warnings.warn(f"every grid step size diverged; backing off to {tuple(s)}", StepSizeWarning,
-                              stacklevel=2)
+                              stacklevel=3)
                 return StepSizeUpdate(tuple(s), math.nan, diverged=True, evaluated=evaluated)
             for j in members:
                 s[j] = best
         return StepSizeUpdate(tuple(s), score(s), evaluated=evaluated)
+
+
+class LogStepAdamState(NamedTuple):
+    """Adam's step count and moments on ``log s`` (host float64 arrays; None before step 1)."""
+
+    t: int
+    m: Optional[np.ndarray]
+    v: Optional[np.ndarray]
 
 
 class AdamLogStep:
@@ -135,19 +162,25 @@ class AdamLogStep:
         self.tied, self.backoff = tied, float(backoff)
         self.min_step, self.max_step = float(min_step), float(max_step)
         self.options = objective_options
-        self.m = self.v = None
-        self.t = 0
 
-    def state_dict(self) -> dict:
-        return {"m": None if self.m is None else self.m.tolist(), "v": None if self.v is None else self.v.tolist(),
-                "t": self.t}
+    @staticmethod
+    def init() -> LogStepAdamState:
+        return LogStepAdamState(0, None, None)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.m = None if state["m"] is None else np.asarray(state["m"], dtype=float)
-        self.v = None if state["v"] is None else np.asarray(state["v"], dtype=float)
-        self.t = int(state["t"])
+    @staticmethod
+    def state_to_json(state: LogStepAdamState) -> dict:
+        return {"m": None if state.m is None else state.m.tolist(), "v": None if state.v is None else state.v.tolist(),
+                "t": state.t}
 
-    def __call__(self, gen, params, x, step_size, *, n_steps, sigma, seed=0) -> StepSizeUpdate:
+    @staticmethod
+    def state_from_json(doc) -> LogStepAdamState:
+        if doc is None:
+            return LogStepAdamState(0, None, None)
+        return LogStepAdamState(int(doc["t"]), None if doc["m"] is None else np.asarray(doc["m"], dtype=float),
+                                None if doc["v"] is None else np.asarray(doc["v"], dtype=float))
+
+    def update(self, state: LogStepAdamState, gen, params, x, step_size, *, n_steps, sigma, seed=0):
+        """One Adam step on ``log s``: ``(StepSizeUpdate, state)``."""
         s = np.asarray(step_size, dtype=float)
         try:
             value, grad = _mean_objective(gen, params, x, tuple(s), kind=self.kind, n_steps=n_steps, sigma=sigma,
@@ -156,19 +189,17 @@ class AdamLogStep:
             new = np.clip(s * self.backoff, self.min_step, self.max_step)
             warnings.warn(f"step size {tuple(s)} diverged ({exc}); backing off to {tuple(new)}", StepSizeWarning,
                           stacklevel=2)
-            self.m = self.v = None
-            self.t = 0
-            return StepSizeUpdate(tuple(float(v) for v in new), math.nan, diverged=True)
+            return StepSizeUpdate(tuple(float(v) for v in new), math.nan, diverged=True), self.init()
         g = grad * s  # ∂/∂ log s
         if self.tied:
             g = np.full_like(g, g.sum())
-        if self.m is None:
-            self.m, self.v = np.zeros_like(g), np.zeros_like(g)
+        m, v = (np.zeros_like(g), np.zeros_like(g)) if state.m is None else (state.m, state.v)
         b1, b2 = self.betas
-        self.t += 1
-        self.m = b1 * self.m + (1 - b1) * g
-        self.v = b2 * self.v + (1 - b2) * g * g
-        mhat, vhat = self.m / (1 - b1**self.t), self.v / (1 - b2**self.t)
+        t = state.t + 1
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        mhat, vhat = m / (1 - b1**t), v / (1 - b2**t)
         log_s = np.log(s) - self.lr * mhat / (np.sqrt(vhat) + self.eps)
         new = np.clip(np.exp(log_s), self.min_step, self.max_step)
-        return StepSizeUpdate(tuple(float(v) for v in new), value, grad=tuple(float(v) for v in grad))
+        update = StepSizeUpdate(tuple(float(v) for v in new), value, grad=tuple(float(v) for v in grad))
+        return update, LogStepAdamState(t, m, v)

@@ -181,3 +181,42 @@ def test_fid_is_reported_for_non_digit_images_when_weights_exist(tmp_path, monke
     out = _synthesis_metrics(gen, p, seed=0, n_samples=6, x_reference=ref, fid_weights=weights)
     assert out == {"fid": 12.5, "n_samples": 6, "fid_reference_images": 5}
     assert seen == {"a": (6, 3, 4, 4), "b": (5, 3, 4, 4), "weights": weights}
+
+
+def test_cli_train_options_are_the_configuration_fields():
+    """Every TrainConfig field is an ``srl train`` option with the field's default and parser."""
+    import dataclasses
+
+    from srl.cli import build_parser, config_from_args
+
+    parse = build_parser().parse_args
+    assert config_from_args(TrainConfig, parse(["train"])) == TrainConfig()
+    cfg = config_from_args(TrainConfig, parse(["train", "--latent-dims", "2,3", "--step-size", "0.1,0.2", "--tied",
+                                               "--blas-threads", "0", "--eval-iw-chains", "3", "--lr", "0.5"]))
+    assert cfg == dataclasses.replace(TrainConfig(), latent_dims=(2, 3), step_size=(0.1, 0.2), tied=True,
+                                      blas_threads=0, eval_iw_chains=3, lr=0.5)
+    flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= flags
+
+
+def test_train_step_is_a_pure_function_of_the_state_and_minibatch(tmp_path):
+    """The same state and minibatch give bit-identical results, and the input state is not modified."""
+    from srl.learning import init_state, make_optimisers, train_step
+    from srl.train import build_generator
+
+    cfg = _cfg(tmp_path, dtype="float64", step_method="gradient")
+    gen = build_generator(cfg, (1, 8, 8))
+    opt = make_optimisers(cfg)
+    s0 = init_state(cfg, gen, opt)
+    before = {k: np.array(v, copy=True) for k, v in s0.params.items()}
+    x = srl.data.load("digits", limit=50).train[:50]
+    a, ma = train_step(s0, x, cfg=cfg, gen=gen, opt=opt, lr=1e-3)
+    a, ma = train_step(a, x, cfg=cfg, gen=gen, opt=opt, lr=1e-3)
+    b, mb = train_step(s0, x, cfg=cfg, gen=gen, opt=opt, lr=1e-3)
+    b, mb = train_step(b, x, cfg=cfg, gen=gen, opt=opt, lr=1e-3)
+    assert ma == mb and a.step_size == b.step_size and a.iteration == b.iteration == 2
+    assert a.stepper.t == 1 and np.array_equal(a.stepper.m, b.stepper.m)  # one s-update (step_every=2)
+    for k in before:
+        np.testing.assert_array_equal(s0.params[k], before[k])
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    assert all(not np.array_equal(a.params[k], before[k]) for k in before)  # θ did move

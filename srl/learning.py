@@ -1,0 +1,131 @@
+"""One learning iteration, as a pure function of an explicit state (docs/math.md §3, §4, §5, §8).
+
+``train_step(state, x, ...) → (state, metrics)`` on a minibatch x (n examples):
+
+1. ``z_K`` by short-run Langevin (eq. 2.1) from noise, with the current step sizes s;
+2. θ ← Adam step along ``−(1/n) Σ_i ∇_θ E_θ(z_K,i; x_i)`` with ``z_K`` held constant
+   (eq. 3.1: no gradient flows through the chain) — or, for the VAE baseline, along the
+   reparameterised −ELBO gradient (§8);
+3. every ``step_every`` iterations, one step-size update (grid search or Adam on log s,
+   on J_jac or the reverse-kernel bound) on the first ``step_subset`` examples.
+
+Every random draw is keyed by ``(seed, iteration)``, so the same state and minibatch give
+the same result: a run resumed from a checkpoint of the state reproduces the
+uninterrupted run exactly. The loop, the data order and the run directory are
+``srl.train`` and ``srl.rundir``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple, Optional
+
+from . import _backend
+from .energy import _value_and_grad
+from .langevin import short_run
+from .optim import Adam, AdamState
+from .random import host_rng, standard_normal_groups
+from .stepsize import AdamLogStep, GridSearch, StepSizeWarning
+from .validate import check_step_size
+from .vae import Encoder, neg_elbo, split_params
+
+
+class TrainState(NamedTuple):
+    """Everything a training iteration reads and writes (what a checkpoint stores)."""
+
+    params: dict  # θ (and the encoder's φ for the VAE baseline), backend arrays
+    adam: AdamState  # θ's optimiser
+    stepper: object  # the step-size optimiser's state (None for fixed step sizes and grid search)
+    step_size: tuple  # s, one per latent group
+    iteration: int  # iterations done
+
+
+class Optimisers(NamedTuple):
+    """The hyperparameters of the two optimisers (their states live in ``TrainState``)."""
+
+    theta: Adam
+    step: Optional[object]  # GridSearch, AdamLogStep or None (fixed step sizes)
+
+
+def make_optimisers(cfg) -> Optimisers:
+    """θ's Adam and the step-size optimiser named by the configuration."""
+    theta = Adam(lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    if cfg.step_method == "fixed":
+        step = None
+    elif cfg.step_method == "grid":
+        step = GridSearch(kind=cfg.step_objective, tied=cfg.tied)
+    else:
+        step = AdamLogStep(kind=cfg.step_objective, lr=cfg.step_lr, tied=cfg.tied)
+    return Optimisers(theta, step)
+
+
+def init_state(cfg, gen, opt: Optimisers) -> TrainState:
+    """The state before the first iteration: θ (and φ) initialised from ``cfg.seed``."""
+    params = gen.init(seed=cfg.seed, backend=cfg.backend, dtype=cfg.dtype, device=cfg.device)
+    if cfg.method == "vae":
+        params.update(Encoder(gen).init(seed=[cfg.seed, 9], backend=cfg.backend, dtype=cfg.dtype,
+                                        device=cfg.device))
+    step_size = check_step_size(cfg.step_size, len(gen.latent_dims))
+    stepper = opt.step.init() if opt.step is not None else None
+    return TrainState(params, opt.theta.init(params), stepper, step_size, 0)
+
+
+def batch_value_and_param_grad(xp, gen, params, x, z, sigma):
+    """Mean energy, mean ∇_θ E and the per-pixel MSE at fixed z (docs/math.md eq. 3.1)."""
+    energy, _, grads, residual = _value_and_grad(xp, gen, params, x, z, sigma, want_params=True,
+                                                 want_residual=True)
+    n = x.shape[0]
+    mean_grads = {k: g * (1.0 / n) for k, g in grads.items()}
+    mse = float(xp.mean(residual * residual))
+    return float(xp.mean(energy)), mean_grads, mse
+
+
+def _shortrun_theta(xp, cfg, gen, params, x, step_size, it):
+    """Gradient of eq. (3.1) at ``z_K`` of a short-run chain: ``(grads, metrics)``."""
+    zK = short_run(gen, params, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
+                   seed=[cfg.seed, 1, it])
+    energy, grads, mse = batch_value_and_param_grad(xp, gen, params, x, zK, cfg.sigma)
+    return grads, {"energy": energy, "mse": mse}
+
+
+def _vae_theta(xp, cfg, gen, params, x, it):
+    """The reparameterised −ELBO gradient of θ and φ (srl.vae, docs/math.md §8): ``(grads, metrics)``."""
+    enc = Encoder(gen)
+    gen_p, enc_p = split_params(params)
+    n = x.shape[0]
+    eps = standard_normal_groups(host_rng([cfg.seed, 1, it]), n, gen.latent_dims, xp=xp, dtype=x.dtype,
+                                 device=_backend.device(x))
+    values, g_gen, g_enc, aux = neg_elbo(xp, gen, enc, gen_p, enc_p, x, eps, cfg.sigma)
+    grads = {k: g * (1.0 / n) for k, g in {**g_gen, **g_enc}.items()}
+    r = aux["residual"]
+    return grads, {"energy": float(xp.mean(values)), "neg_elbo": float(xp.mean(values)),
+                   "mse": float(xp.mean(r * r))}
+
+
+def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float):
+    """One iteration on the minibatch ``x``: ``(new state, metrics)``.
+
+    ``lr`` is θ's learning rate for this iteration (``srl.config.learning_rate``). The
+    metrics hold the energy and MSE at this iteration's θ, the step sizes used, and, when
+    the step sizes were updated, the objective at the new ones.
+    """
+    xp = _backend.array_namespace(x)
+    it = state.iteration
+    if cfg.method == "vae":
+        grads, metrics = _vae_theta(xp, cfg, gen, state.params, x, it)
+    else:
+        grads, metrics = _shortrun_theta(xp, cfg, gen, state.params, x, state.step_size, it)
+    params, adam = opt.theta.update(state.adam, state.params, grads, lr=lr)
+    metrics["step_size"] = [float(v) for v in state.step_size]
+    step_size, stepper = state.step_size, state.stepper
+    if opt.step is not None and cfg.method != "vae" and it % cfg.step_every == 0:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StepSizeWarning)
+            upd, stepper = opt.step.update(stepper, gen, params, x[:cfg.step_subset, ...], step_size,
+                                           n_steps=cfg.n_steps, sigma=cfg.sigma, seed=[cfg.seed, 2, it])
+        for w in caught:
+            warnings.warn(f"iteration {it + 1}: {w.message}", StepSizeWarning, stacklevel=2)
+        step_size = upd.step_size
+        metrics["step_objective"] = upd.objective
+        metrics["step_diverged"] = upd.diverged
+    return TrainState(params, adam, stepper, step_size, it + 1), metrics

@@ -1,0 +1,157 @@
+"""The reverse-kernel bound −log w and its exact s-gradient (docs/math.md §5, eqs. 5.1, 5.2, 5.5, 5.6).
+
+Extended-space bound with Langevin reverse kernels, per example and per noise draw:
+
+    −log w = E(z_K) + log N(z_0; 0, I) − Σ_{k<K} [½‖ξ_k‖² − ½‖r_k‖²],                (5.1)
+    r_k = ξ_k − ½ s ⊙ (g_k + g_{k+1}),      g_k = ∇_z E(z_k)
+
+an upper bound on −log p_θ(x) in expectation over the noise. ``chain_sweep`` runs the
+chain (2.1) once and accumulates r_k and −log w (the one implementation of both); its
+s-gradient comes in two exact forms that agree to round-off:
+
+* forward sensitivities (5.2): the sweep also carries ``t_k = ∂z_k/∂s`` (eq. 4.2,
+  ``srl.sensitivity``) and ``H_k t_k`` (one first-order jet pass per step, L tangents):
+
+      ∂(−log w)/∂s_j = g_K·t_K + Σ_k r_k·∂r_k/∂s_j,
+      ∂r_k/∂s_j = −½ 1_j ⊙ (g_k + g_{k+1}) − ½ s ⊙ (H_k t_k + H_{k+1} t_{k+1})        (5.2)
+
+* adjoint (reverse) sweep: the sweep keeps ``z_k``, ``g_k``, ``r_k`` (O(K·n·d), no
+  activations) and ``adjoint_gradient`` runs backwards with ``λ_k = dℓ/dz_k``
+  (ℓ = −log w, noise held fixed):
+
+      λ_K = g_K − H_K (½ s ⊙ r_{K−1})
+      λ_k = λ_{k+1} − H_k (A λ_{k+1} + ½ s ⊙ (r_{k−1} + r_k)),      1 ≤ k < K       (5.5)
+      dℓ/ds_j = Σ_k λ_{k+1}·1_j ⊙ (ξ_k − s_j g_k) − ½ Σ_k r_k·1_j ⊙ (g_k + g_{k+1})   (5.6)
+
+  one Hessian-vector product per step whatever the number of groups L: cheaper when L > 2.
+
+The importance-weighted bound over M chains (5.3, 5.4) is formed from these per-chain
+values and gradients by ``srl.objectives``. Per-example values ``(n,)`` and gradients
+``(n, L)``; the public entry points are
+``srl.objectives.stepsize_objective`` and ``objective_values``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from .energy import _hvp, _value_and_grad
+from .jet import Jet
+from .langevin import check_chain, langevin_update
+from .sensitivity import log_normal, sqnorm
+
+GRADIENTS = ("auto", "forward", "adjoint")
+
+
+def reverse_residual(xi, g, g_next, s):
+    """``r_k = ξ_k − ½ s ⊙ (g_k + g_{k+1})`` per group (eq. 5.1)."""
+    return tuple(xl - (0.5 * sl) * (gl + gnl) for xl, sl, gl, gnl in zip(xi, s, g, g_next))
+
+
+class Sweep(NamedTuple):
+    """What one forward pass of the chain leaves for the gradients."""
+
+    values: object  # −log w per example (n,)
+    g: tuple  # g_K
+    t: Optional[tuple]  # t_K (forward sensitivities), or None
+    grad: Optional[object]  # Σ_k r_k·∂r_k/∂s (n, L) (forward sensitivities), or None
+    path: Optional[tuple]  # (z_0..z_K, g_0..g_K, r_0..r_{K−1}) for the adjoint sweep, or None
+
+
+def chain_sweep(ch, params, x, z0, noise, sigma, *, sensitivities: bool, keep_path: bool) -> Sweep:
+    """Run the chain (2.1) from ``z0`` with ``noise``, accumulating −log w (5.1).
+
+    ``sensitivities``: also carry ``t_k``, ``H_k t_k`` and the sum of (5.2)'s
+    ``r_k·∂r_k/∂s``. ``keep_path``: keep ``z_k``, ``g_k``, ``r_k`` for ``adjoint_gradient``.
+    Raises ``DivergenceError`` when ``z_K`` is not finite or has exploded.
+    """
+    xp, gen, L = ch.xp, ch.gen, ch.L
+    n = z0[0].shape[0]
+    K = len(noise)
+    z = z0
+    energy, g, _ = _value_and_grad(xp, gen, params, x, z, sigma, want_energy=(K == 0))
+    t = Ht = grad = None
+    if sensitivities:
+        t = ch.zeros_tangent(n)
+        Ht = t  # H_0 t_0 = 0
+        grad = xp.zeros((n, L), dtype=ch.dtype, device=ch.device)
+    zs, gs, rs = ([z0], [g], []) if keep_path else (None, None, None)
+    values = log_normal(xp, z0)
+    for k, xi in enumerate(noise):
+        last = k == K - 1
+        z_next = langevin_update(z, g, xi, ch.s)  # (2.1)
+        if sensitivities:
+            t_next = ch.tangent_update(t, g, Ht, xi)  # (4.2)
+            zj = tuple(Jet(zl, tl) for zl, tl in zip(z_next, t_next))
+            e, gj, _ = _value_and_grad(xp, gen, params, x, zj, sigma, want_energy=last)
+            g_next, Ht_next = tuple(a.a for a in gj), tuple(a.b for a in gj)
+        else:
+            e, g_next, _ = _value_and_grad(xp, gen, params, x, z_next, sigma, want_energy=last)
+        if last:
+            energy = e
+        r = reverse_residual(xi, g, g_next, ch.s)
+        values = values - 0.5 * sqnorm(xp, xi) + 0.5 * sqnorm(xp, r)
+        if sensitivities:
+            acc = None
+            for l, (rl, gl, gnl, htl, htnl, sl) in enumerate(zip(r, g, g_next, Ht, Ht_next, ch.s)):
+                dr = ch.masks[l] * (-0.5 * (gl + gnl))[None, ...] - (0.5 * sl) * (htl + htnl)  # (L, n, d_l)
+                term = xp.sum(dr * rl[None, ...], axis=2)  # (L, n)
+                acc = term if acc is None else acc + term
+            grad = grad + xp.permute_dims(acc, (1, 0))
+            t, Ht = t_next, Ht_next
+        if keep_path:
+            zs.append(z_next)
+            gs.append(g_next)
+            rs.append(r)
+        z, g = z_next, g_next
+    check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=K, what="step-size objective chain")
+    values = values + energy
+    return Sweep(values, g, t, grad, (zs, gs, rs) if keep_path else None)
+
+
+def reverse_bound(ch, params, x, z0, noise, sigma, *, want_grad):
+    """−log w (5.1) per example and, with ``want_grad``, its per-example s-gradient (n, L)
+    by forward sensitivities (5.2)."""
+    sw = chain_sweep(ch, params, x, z0, noise, sigma, sensitivities=want_grad, keep_path=False)
+    if not want_grad:
+        return sw.values, None
+    return sw.values, sw.grad + ch.dot_tangent(sw.g, sw.t)  # + g_K · t_K
+
+
+def reverse_bound_adjoint(ch, params, x, z0, noise, sigma):
+    """−log w (5.1) and its per-example s-gradient (n, L) by the adjoint sweep (module docstring)."""
+    sw = chain_sweep(ch, params, x, z0, noise, sigma, sensitivities=False, keep_path=True)
+    return sw.values, adjoint_gradient(ch, params, x, noise, sigma, *sw.path)
+
+
+def adjoint_gradient(ch, params, x, noise, sigma, zs, gs, rs):
+    """``dℓ/ds (n, L)`` from the stored path by the reverse sweep (5.5) for ``λ_k`` and (5.6)."""
+    xp = ch.xp
+    n = zs[0][0].shape[0]
+    K = len(noise)
+    cols = [xp.zeros((n,), dtype=ch.dtype, device=ch.device) for _ in range(ch.L)]
+    lam = None  # λ_{k+1}
+    for k in range(K, 0, -1):
+        # v_k = A λ_{k+1} + ½ s ⊙ (r_{k−1} + r_k)   (λ_{K+1} = 0, r_K = 0)
+        v = []
+        for l, sl in enumerate(ch.s):
+            term = (0.5 * sl) * rs[k - 1][l]
+            if k < K:
+                term = term + (0.5 * sl * sl) * lam[l] + (0.5 * sl) * rs[k][l]
+            v.append(term)
+        _, hv = _hvp(xp, ch.gen, params, x, zs[k], tuple(vl[None, ...] for vl in v), sigma)
+        lam = tuple((gs[K][l] if k == K else lam[l]) - hv[l][0, ...] for l in range(ch.L))  # λ_k
+        # explicit s-dependence of step k−1: z_k = z_{k−1} − A g_{k−1} + s ξ_{k−1}, and r_{k−1}
+        for j, sj in enumerate(ch.s):
+            dz = noise[k - 1][j] - sj * gs[k - 1][j]
+            dr = -0.5 * (gs[k - 1][j] + gs[k][j])
+            cols[j] = cols[j] + xp.sum(lam[j] * dz, axis=1) + xp.sum(rs[k - 1][j] * dr, axis=1)
+    return xp.stack(cols, axis=1)
+
+
+def use_adjoint(gradient: str, L: int) -> bool:
+    """Forward sensitivities cost ≈ (1 + L) gradient passes per step, the adjoint sweep
+    ≈ 3.2 (measured, docs/BENCHMARKS.md): ``"auto"`` takes the adjoint when L > 2."""
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+    return gradient == "adjoint" or (gradient == "auto" and L > 2)
