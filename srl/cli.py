@@ -1,7 +1,7 @@
 """The ``srl`` command: train, sample, reconstruct, eval, check.
 
     srl train                       # digits, numpy backend, optimized step sizes
-    srl train --step-method fixed   # the same budget with the step size held fixed
+    srl train --step-method fixed --out runs/digits-fixed   # the same budget, step size held fixed
     srl sample runs/digits          # PNG grid of samples from a run
     srl reconstruct runs/digits     # held-out data and their short-run reconstructions
     srl eval runs/digits            # held-out MSE, ELBOs (nats, bits/dim), Fréchet distance
@@ -47,24 +47,56 @@ def config_from_args(config_class, args):
 def _add_train(sub):
     from .config import TrainConfig
 
-    p = sub.add_parser("train", help="learn a generator with short-run inference",
+    p = sub.add_parser("train", parents=[_debug_option()],
+                       help="learn a generator with short-run inference",
                        description="Learn θ by short-run Langevin inference (docs/math.md §3) with step sizes optimized "
                                    "variationally (docs/math.md §4, §5). Writes metrics.jsonl, training.png, samples.png, "
                                    "reconstructions.png, summary.json and checkpoint.npz to --out.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(p, TrainConfig)
     g = p.add_argument_group("run")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz (exactly)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly (refused if an option that changes its trajectory differs)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (it is kept until the new run writes its first checkpoint)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     return p
+
+
+def _debug_option():
+    """``--debug`` after the subcommand as well (only set when given, so that ``srl --debug
+    train`` keeps working)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    return p
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be a non-negative integer, got {text!r}")
+    return value
 
 
 def _run_dir_arg(p):
     p.add_argument("run", help="run directory (or its checkpoint.npz)")
     p.add_argument("--backend", default=None, help="override the run's backend")
     p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
 
 
 def build_parser():
@@ -73,25 +105,30 @@ def build_parser():
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"srl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
-    p = sub.add_parser("sample", help="write a PNG grid of samples g(z), z ~ N(0, I)")
+    p = sub.add_parser("sample", parents=[_debug_option()],
+                       help="write a PNG grid of samples g(z), z ~ N(0, I)")
     _run_dir_arg(p)
-    p.add_argument("-n", "--n", type=int, default=64)
+    p.add_argument("-n", "--n", type=_positive_int, default=64)
     p.add_argument("-o", "--output", default=None, help="PNG path (default RUN/samples.png)")
-    p = sub.add_parser("reconstruct", help="reconstruct held-out data by short-run inference")
+    p = sub.add_parser("reconstruct", parents=[_debug_option()],
+                       help="reconstruct held-out data by short-run inference")
     _run_dir_arg(p)
-    p.add_argument("-n", "--n", type=int, default=32)
+    p.add_argument("-n", "--n", type=_positive_int, default=32)
     p.add_argument("-o", "--output", default=None, help="PNG path (default RUN/reconstructions.png)")
-    p = sub.add_parser("eval", help="held-out MSE, ELBOs and the Fréchet distance")
+    p = sub.add_parser("eval", parents=[_debug_option()],
+                       help="held-out MSE, ELBOs and the Fréchet distance")
     _run_dir_arg(p)
-    p.add_argument("--n-bound", type=int, default=100, help="test examples used for the bounds")
-    p.add_argument("--iw-chains", type=int, default=8, help="chains M of the importance-weighted bound")
+    p.add_argument("--n-bound", type=_positive_int, default=100, help="test examples used for the bounds")
+    p.add_argument("--iw-chains", type=_positive_int, default=8, help="chains M of the importance-weighted bound")
     p.add_argument("--fid-weights", default=None,
                    help="Inception weights file for FID on non-digit images (pt_inception-2015-12-05-6726825d.pth; "
                         "also found via $SRL_FID_WEIGHTS or the torch hub cache; never downloaded)")
     p.add_argument("--json", action="store_true", help="print JSON only")
-    p = sub.add_parser("check", help="compare a backend with the NumPy reference and torch.autograd")
+    p = sub.add_parser("check", parents=[_debug_option()],
+                       help="compare a backend with the NumPy reference and torch.autograd")
     p.add_argument("--backend", default="numpy", help="numpy | torch | torch:cuda | cupy | array_api_strict")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--model", default="all", choices=["all", "mlp", "conv"])
@@ -104,7 +141,8 @@ def _cmd_train(a):
     from .train import train
 
     cfg = config_from_args(TrainConfig, a)
-    res = train(cfg, resume=a.resume, progress=not a.no_progress, evaluate_at_end=not a.no_eval)
+    res = train(cfg, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress,
+                evaluate_at_end=not a.no_eval)
     print(f"wrote {res.out}/ (metrics.jsonl, training.png, samples.png, reconstructions.png, checkpoint.npz)")
     if res.metrics:
         print(json.dumps(res.metrics, indent=2))
@@ -136,8 +174,8 @@ def _cmd_sample(a):
     from .evaluate import sample
 
     gen, gen_p, _, _, _, _ = _load(a)
-    out = _output(a, "samples.png")
-    viz.save_grid(out, sample(gen, gen_p, a.n, seed=a.seed), title="samples g(z), z ~ N(0, I)")
+    out = viz.save_grid(_output(a, "samples.png"), sample(gen, gen_p, a.n, seed=a.seed),
+                        title="samples g(z), z ~ N(0, I)")
     print(f"wrote {out}")
     return 0
 
@@ -147,13 +185,13 @@ def _cmd_reconstruct(a):
     from .evaluate import reconstruct, to_backend
 
     gen, gen_p, enc, enc_p, s, cfg = _load(a)
+    out = viz.output_path(_output(a, "reconstructions.png"))  # checked before the work
     x = to_backend(_test_data(cfg, gen)[:a.n], gen_p[next(iter(gen_p))])
     if enc is not None:
         x_hat = vae.reconstruct(_backend.array_namespace(x), gen, enc, gen_p, enc_p, x)
     else:
         x_hat, _ = reconstruct(gen, gen_p, x, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed)
-    out = _output(a, "reconstructions.png")
-    viz.save_reconstructions(out, x, x_hat, n=a.n, title=f"held-out data and reconstructions (K={cfg.n_steps})")
+    out = viz.save_reconstructions(out, x, x_hat, n=a.n, title=f"held-out data and reconstructions (K={cfg.n_steps})")
     print(f"wrote {out}")
     return 0
 
@@ -162,6 +200,10 @@ def _cmd_eval(a):
     from .evaluate import evaluate, evaluate_vae
 
     gen, gen_p, enc, enc_p, s, cfg = _load(a)
+    if a.fid_weights is not None and tuple(gen.out_shape) != (1, 8, 8):
+        from . import inception
+
+        inception.load_fid_inception(a.fid_weights)  # a bad weights file fails before the evaluation
     test = _test_data(cfg, gen)
     if enc is not None:
         metrics = evaluate_vae(gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
@@ -185,20 +227,55 @@ def _cmd_check(a):
     return run_check(backend=a.backend, dtype=a.dtype, model=a.model, as_json=a.json)
 
 
+def _interrupted(args, exc) -> str:
+    """What an interruption left: the run's checkpoint, if any, and how to continue."""
+    if args.command != "train":
+        return "interrupted"
+    it = getattr(exc, "checkpoint_iteration", None)
+    if it is None:
+        return ("interrupted before the first checkpoint: nothing of this run was saved (a run it was replacing is "
+                "unchanged); start it again")
+    return (f"interrupted; the checkpoint in {args.out} (iteration {it}) is intact: continue with the same command "
+            "plus --resume")
+
+
 def main(argv=None) -> int:
+    """Run the ``srl`` command; returns the exit status (2: bad input or arguments, 1: the
+    system failed, e.g. a full disk; 130/143: interrupted by Ctrl-C/SIGTERM). Errors are
+    one line; ``--debug`` shows the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct, "eval": _cmd_eval,
                "check": _cmd_check}[args.command]
     warnings.simplefilter("default")
+    show = warnings.showwarning
+    if not args.debug:
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            print(f"srl {args.command}: {category.__name__}: {message}", file=sys.stderr)
+
+        warnings.showwarning = one_line
     try:
         return handler(args)
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is intact (resume with --resume)", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, ImportError, FloatingPointError) as exc:
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        from .train import Terminated
+
+        print(f"srl {args.command}: {_interrupted(args, exc)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, ImportError, FloatingPointError,
+            NotADirectoryError, IsADirectoryError) as exc:
+        if args.debug:
+            raise
         print(f"srl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the system failed (full disk, I/O error): not the input
+        if args.debug:
+            raise
+        print(f"srl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,9 @@ import dataclasses
 import math
 from typing import Optional
 
-from .validate import check_sigma
+import numpy as np
+
+from .validate import check_sigma, check_step_size
 
 MODEL_DEFAULTS = {
     "mlp": {"latent_dims": (4, 8), "hidden": 64},
@@ -95,22 +97,45 @@ class TrainConfig:
                                          group="backend")
 
     def validate(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.model not in MODEL_DEFAULTS:
-            raise ValueError(f"model must be one of {tuple(MODEL_DEFAULTS)}, got {self.model!r}")
-        if self.step_method not in STEP_METHODS:
-            raise ValueError(f"step_method must be one of {STEP_METHODS}, got {self.step_method!r}")
-        if self.step_objective not in STEP_OBJECTIVES:
-            raise ValueError(f"step_objective must be 'jacobian' or 'reverse', got {self.step_objective!r}")
-        for name in ("epochs", "batch_size", "step_every", "step_subset", "n_steps"):
-            if int(getattr(self, name)) < (0 if name == "n_steps" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        check_sigma(self.sigma)
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        """Check every field; ``ValueError``/``TypeError`` naming the field and its option."""
+        for name, allowed in (("method", METHODS), ("model", tuple(MODEL_DEFAULTS)), ("step_method", STEP_METHODS),
+                              ("step_objective", STEP_OBJECTIVES), ("lr_schedule", LR_SCHEDULES),
+                              ("dtype", ("float32", "float64"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{_named(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "step_every", "step_subset", "checkpoint_every", "eval_n_bound",
+                     "eval_iw_chains"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("n_steps", self.n_steps, minimum=0)
+        _check_int("seed", self.seed, minimum=0)
+        for name, minimum in (("limit", 1), ("hidden", 1), ("channels", 1), ("blas_threads", 0)):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=minimum)
+        if self.latent_dims is not None:
+            dims = self.latent_dims
+            if isinstance(dims, (str, bytes)) or not hasattr(dims, "__len__") or len(dims) == 0:
+                raise ValueError(f"{_named('latent_dims')} must list at least one group size (e.g. 8,16), "
+                                 f"got {dims!r}")
+            for d in dims:
+                _check_int("latent_dims", d, minimum=1)
+        unused = {"paper": ("latent_dims", "hidden", "channels"), "mlp": ("channels",), "conv": ("hidden",)}
+        for name in unused[self.model]:
+            if getattr(self, name) is not None:
+                raise ValueError(f"{_named(name)} does not apply to --model {self.model}; drop it"
+                                 + (" (the paper model's architecture is fixed)" if self.model == "paper" else ""))
+        try:
+            check_sigma(self.sigma, self.dtype)
+            values = self.step_size if isinstance(self.step_size, (tuple, list)) else (self.step_size,)
+            check_step_size(self.step_size, len(values))
+        except (TypeError, ValueError) as exc:
+            option = "--sigma" if "sigma" in str(exc) else "--step-size"
+            raise type(exc)(f"{option}: {exc}") from None
+        for name in ("lr", "step_lr"):
+            _check_real(name, getattr(self, name), lo=0.0)
+        _check_real("beta1", self.beta1, lo=0.0, closed=True, hi=1.0)
+        if self.tied and len(set(float(v) for v in values)) > 1:
+            raise ValueError(f"{_named('tied')} shares one step size between the groups, but {_named('step_size')} "
+                             f"gives {len(values)} different ones ({', '.join(map(str, values))}); give one value")
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -123,6 +148,29 @@ class TrainConfig:
     def from_json(cls, d: dict) -> "TrainConfig":
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
+
+
+def _named(name: str) -> str:
+    """A field with its command-line option: ``"lr (--lr)"``."""
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _check_int(name, value, *, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{_named(name)} must be an integer, got {value!r}")
+    if value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{_named(name)} must be {what}, got {value!r}")
+
+
+def _check_real(name, value, *, lo, hi=None, closed=False):
+    """A finite number in (lo, hi) — or [lo, hi) with ``closed``."""
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{_named(name)} must be a number, got {value!r}")
+    ok = math.isfinite(value) and (value >= lo if closed else value > lo) and (hi is None or value < hi)
+    if not ok:
+        where = f"in [{lo:g}, {hi:g})" if hi is not None else "positive and finite"
+        raise ValueError(f"{_named(name)} must be {where}, got {value!r}")
 
 
 def learning_rate(cfg: TrainConfig, it: int, total: int) -> float:

@@ -26,7 +26,8 @@ from .langevin import short_run
 from .optim import Adam, AdamState
 from .random import host_rng, standard_normal_groups
 from .stepsize import AdamLogStep, GridSearch, StepSizeWarning
-from .validate import check_step_size
+from .errors import DivergenceError
+from .validate import all_finite, check_step_size
 from .vae import Encoder, neg_elbo, split_params
 
 
@@ -102,6 +103,18 @@ def _vae_theta(xp, cfg, gen, params, x, it):
                    "mse": float(xp.mean(r * r))}
 
 
+def chain_diverges(params, state: TrainState, x, *, cfg, gen) -> bool:
+    """Whether the chain of iteration ``state.iteration`` (same noise, same step sizes)
+    diverges with ``params``: run on the θ before the last update, it tells a divergence
+    caused by θ's learning rate from one caused by the step sizes."""
+    try:
+        short_run(gen, params, x, step_size=state.step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
+                  seed=[cfg.seed, 1, state.iteration])
+    except DivergenceError:
+        return True
+    return False
+
+
 def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float):
     """One iteration on the minibatch ``x``: ``(new state, metrics)``.
 
@@ -116,6 +129,9 @@ def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float):
     else:
         grads, metrics = _shortrun_theta(xp, cfg, gen, state.params, x, state.step_size, it)
     params, adam = opt.theta.update(state.adam, state.params, grads, lr=lr)
+    if not all_finite(xp, params.values()):  # one host synchronisation per iteration
+        raise DivergenceError(f"θ became NaN or inf in the update of iteration {it + 1} (θ learning rate {lr:.3g}): "
+                              "the θ learning rate is too large for this model; lower --lr")
     metrics["step_size"] = [float(v) for v in state.step_size]
     step_size, stepper = state.step_size, state.stepper
     if opt.step is not None and cfg.method != "vae" and it % cfg.step_every == 0:

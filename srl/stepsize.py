@@ -182,6 +182,9 @@ class AdamLogStep:
     def update(self, state: LogStepAdamState, gen, params, x, step_size, *, n_steps, sigma, seed=0):
         """One Adam step on ``log s``: ``(StepSizeUpdate, state)``."""
         s = np.asarray(step_size, dtype=float)
+        if self.tied and len(set(s.tolist())) > 1:
+            raise ValueError(f"tied step sizes must start equal, got {tuple(s.tolist())}: give one initial value "
+                             "(or tied=False)")
         try:
             value, grad = _mean_objective(gen, params, x, tuple(s), kind=self.kind, n_steps=n_steps, sigma=sigma,
                                           seed=seed, **self.options)

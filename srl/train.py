@@ -13,7 +13,10 @@ The configuration is ``srl.config.TrainConfig``; this module re-exports it toget
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,8 +26,9 @@ import numpy as np
 from . import _backend, models
 from .config import METHODS, MODEL_DEFAULTS, STEP_METHODS, TrainConfig, learning_rate
 from .evaluate import to_backend
-from .learning import TrainState, init_state, make_optimisers, train_step
-from .rundir import RunDirectory, finish, load_run, split_run_params
+from .errors import DivergenceError
+from .learning import TrainState, chain_diverges, init_state, make_optimisers, train_step
+from .rundir import RunDirectory, data_fingerprint, finish, load_run, split_run_params
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "train", "build_generator", "learning_rate", "finish",
            "load_run", "split_run_params", "MODEL_DEFAULTS", "STEP_METHODS", "METHODS"]
@@ -86,55 +90,112 @@ def _load_data(cfg: TrainConfig):
     return data_mod.load(cfg.data, root=cfg.root, shape=shape, limit=cfg.limit)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, evaluate_at_end: bool = True,
-          max_iterations: Optional[int] = None) -> TrainResult:
-    """Run (or resume) training; see the module docstring. ``max_iterations`` stops early
-    (used to simulate an interruption: the last checkpoint is then at that iteration)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received during ``train``: raised like Ctrl-C so that every cleanup runs
+    (no temporary file or half-written replacement run is left behind)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While training in the main thread, SIGTERM raises ``Terminated`` (unless the program
+    installed its own SIGTERM handler)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          evaluate_at_end: bool = True, max_iterations: Optional[int] = None) -> TrainResult:
+    """Run (or resume) training; see the module docstring and the run-directory rules in
+    ``srl.rundir``. ``resume``: continue the run in ``cfg.out`` exactly (refused when it
+    would not reproduce it); ``overwrite``: replace the run there (without either, a
+    directory holding a run is refused). ``max_iterations`` stops early (used to simulate
+    an interruption: the last checkpoint is then at that iteration).
+
+    Ctrl-C (or SIGTERM) raises ``KeyboardInterrupt`` with ``checkpoint_iteration`` set to
+    the iteration of the run's checkpoint in ``cfg.out`` (None when there is none).
+    """
     cfg.validate()
-    with _backend.blas_threads(cfg.blas_threads if cfg.backend == "numpy" else None):
-        return _train(cfg, resume=resume, progress=progress, evaluate_at_end=evaluate_at_end,
+    with _backend.blas_threads(cfg.blas_threads if cfg.backend == "numpy" else None), _sigterm_interrupts():
+        return _train(cfg, resume=resume, overwrite=overwrite, progress=progress, evaluate_at_end=evaluate_at_end,
                       max_iterations=max_iterations)
 
 
-def _train(cfg, *, resume, progress, evaluate_at_end, max_iterations):
+def _train(cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations):
     run = RunDirectory(cfg.out)
-    run.prepare()
+    run.prepare(resume=resume)
+    try:
+        run.lock()
+        run.check_mode(resume=resume, overwrite=overwrite)
+        return _train_locked(run, cfg, resume=resume, overwrite=overwrite, progress=progress,
+                             evaluate_at_end=evaluate_at_end, max_iterations=max_iterations)
+    except KeyboardInterrupt as exc:
+        exc.checkpoint_iteration = run.saved_iteration
+        raise
+    finally:
+        run.unlock()
+
+
+def _train_locked(run, cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations):
     ds = _load_data(cfg)
+    if evaluate_at_end and ds.test.shape[0] == 0:
+        raise ValueError(f"the data ({cfg.data}) have no test images for the evaluation at the end of the run: use "
+                         "more images, or --no-eval")
     gen = build_generator(cfg, ds.shape)
     _backend.namespace(cfg.backend, cfg.device)  # BackendUnavailableError before any work
     n_train = ds.train.shape[0]
     if cfg.batch_size > n_train:
-        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n_train} training images")
+        raise ValueError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training images")
     per_epoch = n_train // cfg.batch_size
     total = cfg.epochs * per_epoch
     opt = make_optimisers(cfg)
-    if resume and run.checkpoint.exists():
-        state, history = run.load_checkpoint(cfg, opt)
+    fingerprint = data_fingerprint(ds)
+    if resume:
+        state, history = run.load_checkpoint(cfg, opt, total=total, fingerprint=fingerprint)
     else:
         state, history = init_state(cfg, gen, opt), []
-    run.open_log(history)
-    run.write_config(cfg, gen)
+    # every check has passed: the first writes
     stop = total if max_iterations is None else min(total, int(max_iterations))
     bar = _Progress(total, state.iteration, progress)
     like = next(iter(state.params.values()))
     t0 = time.perf_counter()
     try:
+        run.start(cfg, gen, history, fingerprint, replace=overwrite and bool(run.run_files()))
+        previous = None  # θ before the last update: tells the cause of a divergence
         for it in range(state.iteration, stop):
             epoch, b = divmod(it, per_epoch)
             perm = np.random.default_rng([cfg.seed, 0, epoch]).permutation(n_train)
             x = to_backend(ds.train[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]], like)
-            state, metrics = train_step(state, x, cfg=cfg, gen=gen, opt=opt, lr=learning_rate(cfg, it, total))
+            try:
+                new, metrics = train_step(state, x, cfg=cfg, gen=gen, opt=opt, lr=learning_rate(cfg, it, total))
+            except DivergenceError as exc:
+                if previous is not None and cfg.method != "vae" and not chain_diverges(previous, state, x, cfg=cfg,
+                                                                                        gen=gen):
+                    raise DivergenceError(
+                        f"the chain of iteration {it + 1} diverged after θ's update of iteration {it} (θ learning rate "
+                        f"{learning_rate(cfg, it - 1, total):.3g}); with θ before that update it does not: the θ "
+                        "learning rate is too large for this model; lower --lr") from exc
+                raise
+            previous, state = state.params, new
             record = {"iteration": state.iteration, "epoch": epoch, **metrics}
             history.append(record)
             run.log(record)
             bar.update(E=f"{metrics['energy']:.1f}", mse=f"{metrics['mse']:.4f}",
                        s="/".join(f"{v:.3g}" for v in state.step_size))
             if state.iteration % (per_epoch * cfg.checkpoint_every) == 0 or state.iteration == stop:
-                run.flush_log()
-                run.save_checkpoint(cfg, gen, state, opt, history)
-        run.flush_log()
+                run.save_checkpoint(cfg, gen, state, opt, history, fingerprint)
     finally:
-        run.close_log()
+        run.close()
         bar.close()
     train_seconds = time.perf_counter() - t0
     metrics = {}

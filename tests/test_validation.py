@@ -119,3 +119,19 @@ def test_sample_count_must_be_positive(problem, n):
     gen, p, x, z = problem
     with pytest.raises(ValueError, match=rf"n must be a positive integer, got {n}"):
         sample(gen, p, n)
+
+
+def test_tied_step_sizes_must_start_equal(problem):
+    gen, p, x, z = problem
+    opt = AdamLogStep(tied=True)
+    with pytest.raises(ValueError, match=r"tied step sizes must start equal, got \(0.1, 0.2\)"):
+        opt.update(opt.init(), gen, p, x, (0.1, 0.2), n_steps=2, sigma=0.3)
+
+
+def test_non_finite_parameters_reach_the_caller_of_a_step_size_optimiser(problem):
+    """The optimiser backs off on chain divergence, but not over broken parameters."""
+    gen, p, x, z = problem
+    q = dict(p, **{"out.dense.bias": np.full_like(p["out.dense.bias"], np.inf)})
+    opt = AdamLogStep()
+    with pytest.raises(srl.NonFiniteError, match="parameter 'out.dense.bias'"):
+        opt.update(opt.init(), gen, q, x, (0.1, 0.1), n_steps=2, sigma=0.3)
