@@ -155,7 +155,7 @@ def _train_locked(run, cfg, *, resume, overwrite, progress, evaluate_at_end, max
     _backend.namespace(cfg.backend, cfg.device)  # BackendUnavailableError before any work
     n_train = ds.train.shape[0]
     if cfg.batch_size > n_train:
-        raise ValueError(f"--batch-size {cfg.batch_size} exceeds the {n_train} training images")
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n_train} training images (--batch-size)")
     per_epoch = n_train // cfg.batch_size
     total = cfg.epochs * per_epoch
     opt = make_optimisers(cfg)
