@@ -31,6 +31,10 @@ from .validate import all_finite, check_step_size
 from .vae import Encoder, neg_elbo, split_params
 
 
+class ThetaDivergenceError(DivergenceError):
+    """θ itself became NaN or inf in an update (its learning rate is too large)."""
+
+
 class TrainState(NamedTuple):
     """Everything a training iteration reads and writes (what a checkpoint stores)."""
 
@@ -130,7 +134,7 @@ def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float):
         grads, metrics = _shortrun_theta(xp, cfg, gen, state.params, x, state.step_size, it)
     params, adam = opt.theta.update(state.adam, state.params, grads, lr=lr)
     if not all_finite(xp, params.values()):  # one host synchronisation per iteration
-        raise DivergenceError(f"θ became NaN or inf in the update of iteration {it + 1} (θ learning rate {lr:.3g}): "
+        raise ThetaDivergenceError(f"θ became NaN or inf in the update of iteration {it + 1} (θ learning rate {lr:.3g}): "
                               "the θ learning rate is too large for this model; lower --lr")
     metrics["step_size"] = [float(v) for v in state.step_size]
     step_size, stepper = state.step_size, state.stepper

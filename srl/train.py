@@ -27,7 +27,7 @@ from . import _backend, models
 from .config import METHODS, MODEL_DEFAULTS, STEP_METHODS, TrainConfig, learning_rate
 from .evaluate import to_backend
 from .errors import DivergenceError
-from .learning import TrainState, chain_diverges, init_state, make_optimisers, train_step
+from .learning import ThetaDivergenceError, TrainState, chain_diverges, init_state, make_optimisers, train_step
 from .rundir import RunDirectory, data_fingerprint, finish, load_run, split_run_params
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "train", "build_generator", "learning_rate", "finish",
@@ -178,6 +178,8 @@ def _train_locked(run, cfg, *, resume, overwrite, progress, evaluate_at_end, max
             x = to_backend(ds.train[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]], like)
             try:
                 new, metrics = train_step(state, x, cfg=cfg, gen=gen, opt=opt, lr=learning_rate(cfg, it, total))
+            except ThetaDivergenceError:
+                raise
             except DivergenceError as exc:
                 if previous is not None and cfg.method != "vae" and not chain_diverges(previous, state, x, cfg=cfg,
                                                                                         gen=gen):
