@@ -84,6 +84,8 @@ def run_one(work: Path, name: str, extra: list) -> dict:
                *extra, "--out", str(out), "--no-progress"]
         if (out / "checkpoint.npz").exists():
             cmd.append("--resume")
+        elif out.exists():
+            cmd.append("--overwrite")  # a run stopped before its first checkpoint
         print(f"[{name}] srl train {' '.join(extra + ['--out', str(out)])}", flush=True)
         cpu, wall = _run_timed(cmd)
         timing.write_text(json.dumps({"cpu_seconds": cpu, "wall_seconds": wall}))
@@ -188,7 +190,8 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
         "`samples.png` (z from the prior): ![samples](docs/figures/train_samples.png)",
         "",
         f"Held-out numbers ({opt['n_test']} test digits; bounds on the first {opt['n_bound']}), against the same "
-        f"run with the step size held at the paper's s = {s0:g} (`srl train --step-method fixed`, "
+        f"run with the step size held at the paper's s = {s0:g} "
+        f"(`srl train --step-method fixed --out runs/digits-fixed`, "
         f"{cpu(fix)}; its reconstructions: "
         "[train_fixed_reconstructions.png](docs/figures/train_fixed_reconstructions.png)):",
         "",

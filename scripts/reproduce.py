@@ -61,7 +61,7 @@ def run_all(args, out_runs: Path):
                 metrics = json.loads((out / "summary.json").read_text())
                 history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             else:
-                res = train(cfg, progress=False)
+                res = train(cfg, progress=False, overwrite=True)  # replaces an incomplete or --force'd run
                 metrics, history = res.metrics, res.history
             metrics["wall_seconds"] = time.perf_counter() - t
             results.setdefault(name, []).append({"seed": seed, "metrics": metrics, "history": history,
