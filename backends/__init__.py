@@ -2,10 +2,11 @@
 
 The core (``srl/``) is written once against the array API. A backend module here may
 supply a faster implementation of a few primitives for its library — the normal CDF,
-exact GELU and its VJP, 2-D convolutions and their VJPs (the fields of ``NativeOps``).
+exact GELU and its VJP, clipping, 2-D convolutions and their VJPs (the fields of
+``NativeOps``).
 The core asks for them in exactly one place per primitive — ``srl.conv``'s dispatch
 functions for convolutions, ``srl.elementwise.ndtr`` for Φ and
-``srl.elementwise._gelu_kernels`` for GELU — and uses them for plain arrays and for the
+``srl.elementwise._gelu_kernels`` for GELU, ``srl.elementwise.clip`` — and uses them for plain arrays and for the
 stacked components of jets alike. Every native op is tested equal to the generic one
 (``tests/test_backends.py``), and can be switched off:
 
@@ -34,7 +35,8 @@ class NativeOps:
     name: str
     ndtr: Optional[Callable] = None  # Φ(x)
     gelu: Optional[Callable] = None  # x Φ(x)
-    gelu_vjp: Optional[Callable] = None  # (x, g) -> g ⊙ GELU'(x)
+    gelu_vjp: Optional[Callable] = None  # (x, g) -> g ⊙ GELU'(x)   (used only together with gelu)
+    clip: Optional[Callable] = None  # (x, lo, hi) -> min(max(x, lo), hi), lo and hi Python floats
     conv2d: Optional[Callable] = None  # (x, w, b, stride, pad) -> y
     conv2d_vjp: Optional[Callable] = None  # (gy, x, w, stride, pad, want_params) -> (gx, gw, gb)
     conv_transpose2d: Optional[Callable] = None  # (x, w, b, stride, pad) -> y

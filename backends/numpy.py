@@ -1,5 +1,5 @@
-"""NumPy fast paths: 2-D convolutions from strided views and BLAS, and the normal CDF from
-SciPy when SciPy is installed.
+"""NumPy fast paths: 2-D convolutions from strided views and BLAS, ``numpy.clip``, and the
+normal CDF from SciPy when SciPy is installed.
 
 Every convolution-like map (Conv2d and ConvTranspose2d forwards and VJPs) is one of two
 shapes, for a kernel k, stride s and padding p:
@@ -204,8 +204,9 @@ def ops() -> NativeOps:
         conv2d_input_vjp=_conv2d_input_vjp,
         conv_transpose2d_input_vjp=_conv_transpose2d_input_vjp,
     )
+    np = _np()
     try:
         from scipy import special
     except ImportError:
-        return NativeOps(name="numpy", **convs)
-    return NativeOps(name="numpy", ndtr=special.ndtr, **convs)
+        return NativeOps(name="numpy", clip=np.clip, **convs)
+    return NativeOps(name="numpy", ndtr=special.ndtr, clip=np.clip, **convs)

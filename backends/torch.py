@@ -1,4 +1,4 @@
-"""PyTorch fast paths: fused GELU and cuDNN/oneDNN convolutions (no autograd).
+"""PyTorch fast paths: fused GELU, clamp and cuDNN/oneDNN convolutions (no autograd).
 
 ``torch.ops.aten.convolution_backward`` is the kernel autograd itself calls; here it is
 called directly with explicit gradients, so no graph is ever recorded.
@@ -59,4 +59,5 @@ def ops() -> NativeOps:
         conv_transpose2d_vjp=conv_transpose2d_vjp,
         conv2d_input_vjp=conv2d_input_vjp,
         conv_transpose2d_input_vjp=conv_transpose2d_input_vjp,
+        clip=torch.clamp,
     )

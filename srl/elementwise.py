@@ -9,7 +9,8 @@ Each primitive f knows ``f, f', f'', f'''`` in closed form. A tower
 
 ``value`` and ``vjp`` are the two entry points layers use; they accept plain arrays or
 jets. Plain arrays may use a backend's native kernel (``srl.backends``); that choice is
-made in one function per primitive: ``ndtr`` for Φ and ``_gelu_kernels`` for GELU.
+made in one function per primitive: ``ndtr`` for Φ, ``_gelu_kernels`` for GELU and ``clip``
+for the clamp.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def ndtr(xp, x):
     if ops is not None and ops.ndtr is not None:
         return ops.ndtr(x)
     return special.ndtr_generic(xp, x)
+
+
+def clip(xp, x, lo: float, hi: float):
+    """``min(max(x, lo), hi)``, native when the backend has it (array-API ``clip`` is a
+    Python-level wrapper on some namespaces)."""
+    ops = native(xp)
+    if ops is not None and ops.clip is not None:
+        return ops.clip(x, lo, hi)
+    return xp.clip(x, lo, hi)
 
 
 class _GELU(Elementwise):
@@ -185,6 +195,14 @@ class _Tanh(Elementwise):
         table = {0: lambda: t, 1: lambda: u, 2: lambda: -2.0 * t * u, 3: lambda: (6.0 * t * t - 2.0) * u}
         return [table[k]() for k in range(k0, k0 + n)]
 
+    def plain_forward(self, xp, a):
+        t = xp.tanh(a)
+        return t, t  # the VJP reuses t
+
+    def plain_vjp(self, xp, a, g, aux=None):
+        t = xp.tanh(a) if aux is None else aux
+        return (1.0 - t * t) * g
+
 
 class _Exp(Elementwise):
     """``exp``: every derivative is ``exp``."""
@@ -218,7 +236,7 @@ class Clamp(Elementwise):
         out = []
         for k in range(k0, k0 + n):
             if k == 0:
-                out.append(xp.clip(a, self.lo, self.hi))
+                out.append(clip(xp, a, self.lo, self.hi))
             elif k == 1:
                 inside = xp.logical_and(a > self.lo, a < self.hi)
                 out.append(xp.astype(inside, a.dtype))

@@ -78,7 +78,7 @@ class Dense(Layer):
 
     def forward(self, xp, p, x):
         W = p[self.w_name]  # (out, in)
-        y = linear(xp, lambda v: v @ W.T, x)  # (n, in) @ (in, out) -> (n, out)
+        y = x.map(xp, lambda v: v @ W.T) if isinstance(x, Jet) else x @ W.T  # (n, in) @ (in, out) -> (n, out)
         if self.bias:
             y = y + p[self.b_name]  # (n, out) + (out,)
         return y, x
@@ -86,7 +86,7 @@ class Dense(Layer):
     def backward(self, xp, p, gy, x, grads):
         _no_param_grads_for_jets(self, x, grads)
         W = p[self.w_name]  # (out, in)
-        gx = linear(xp, lambda g: g @ W, gy)  # (n, out) @ (out, in) -> (n, in)
+        gx = gy.map(xp, lambda g: g @ W) if isinstance(gy, Jet) else gy @ W  # (n, out) @ (out, in) -> (n, in)
         if grads is not None:
             grads[self.w_name] = gy.T @ x  # (out, n) @ (n, in) -> (out, in)
             if self.bias:
@@ -213,13 +213,17 @@ class Activation(Layer):
 
     def forward(self, xp, p, x):
         if isinstance(x, Jet):
-            return ew.value(xp, self.prim, x), (x, None)
+            # one tower for both passes: f..f^(m) here, f'..f^(m+1) in backward (m = jet order)
+            derivs = self.prim.tower(xp, x.a, 0, x.order + 2)
+            return x.apply(derivs[:-1]), (x, derivs)
         y, aux = self.prim.plain_forward(xp, x)
         return y, (x, aux)
 
     def backward(self, xp, p, gy, cache, grads):
         x, aux = cache
-        if isinstance(x, Jet) or isinstance(gy, Jet):
+        if isinstance(x, Jet):
+            return x.apply(aux[1:]) * gy  # f'(x) as a jet, times gy
+        if isinstance(gy, Jet):
             return ew.vjp(xp, self.prim, x, gy)
         return self.prim.plain_vjp(xp, x, gy, aux)
 
