@@ -4,11 +4,14 @@
     python benchmarks/run.py --suite core    # energy gradient and K=25 chain (issue: core)
     python benchmarks/run.py --suite stepsize --ks 25,100
     python benchmarks/run.py --devices cpu,cuda   # add GPU rows where a device exists
+    python benchmarks/run.py --hutchinson-k 0     # skip the (long) Hutchinson J_jac row
 
 Every ratio is measured in one run against the same model with the same weights: the
 baseline is ``srl.interop.torch.TorchGenerator`` (nn.Linear/Conv2d/ConvTranspose2d,
-F.gelu) differentiated by ``torch.autograd``, written as a user would write it. Times are
-medians over repetitions after a warm-up; peak memory is measured in a fresh subprocess
+F.gelu) differentiated by ``torch.autograd``, written as a user would write it. Every
+implementation runs on one thread by default (``--torch-threads``, ``--blas-threads``):
+on a shared machine, multi-threaded runs measure the scheduler more than the code. Times
+are medians over repetitions after a warm-up; peak memory is measured in a fresh subprocess
 per configuration (max RSS above the process's baseline, so it includes everything the
 library allocates). Results go to stdout as a Markdown table and to a JSON file.
 """
@@ -108,10 +111,29 @@ class Workload:
                                            seed=0, kind=kind, **kw)
 
     def train_step(self, K, s=0.05):
-        from srl.learning import batch_value_and_param_grad
-
+        """θ-gradient after a chain through the public, validated ``srl.short_run``."""
         zK = self.chain(K, s)
-        return batch_value_and_param_grad(self.xp, self.gen, self.params, self.x, zK, SIGMA)
+        return _param_grad()(self.xp, self.gen, self.params, self.x, zK, SIGMA)
+
+    def train_step_inner(self, K, s=0.05):
+        """The same iteration through the unvalidated inner chain the training loop uses
+        (noise drawn the same way; divergence checked once, on z_K)."""
+        from srl.langevin import _short_run, check_chain
+        from srl.random import chain_noise
+
+        gen, xp = self.gen, self.xp
+        steps = (float(s),) * len(gen.latent_dims)
+        z0, noise = chain_noise(0, self.batch, gen.latent_dims, K, xp=xp, dtype=self.x.dtype,
+                                device=self.srl._backend.device(self.x))
+        zK, _ = _short_run(xp, gen, self.params, self.x, z0, noise, steps, SIGMA)
+        check_chain(xp, zK, step_size=steps, sigma=SIGMA, n_steps=K)
+        return _param_grad()(xp, gen, self.params, self.x, zK, SIGMA)
+
+
+def _param_grad():
+    from srl.learning import batch_value_and_param_grad
+
+    return batch_value_and_param_grad
 
 
 class TorchAutograd:
@@ -255,16 +277,21 @@ def fmt_ms(t):
     return f"{t * 1e3:.2f} ms" if t < 10 else f"{t:.2f} s"
 
 
-def suite_core(devices, reps, rows):
-    """Energy gradient and one K=25 chain, batch 64, mlp and conv at digits size."""
-    for model in ("mlp", "conv"):
+def suite_core(devices, reps, rows, paper_batch=16):
+    """Energy gradient and one K=25 chain: mlp and conv at digits size (batch 64), and the
+    paper model (batch ``paper_batch``, fewer repetitions: one chain takes seconds)."""
+    for model, batch in (("mlp", 64), ("conv", 64), ("paper", paper_batch)):
+        if MODEL_FILTER is not None and model not in MODEL_FILTER:
+            continue
+        big = model == "paper"
         for impl, device in impls(devices):
-            base = TorchAutograd(model, baseline_device(impl, device), 64)
-            w = Workload(model, impl, device, 64)
-            for name, f, g, r in (("energy gradient", w.grad, base.grad, reps * 4),
-                                  ("K=25 chain", lambda: w.chain(25), lambda: base.chain(25), max(1, reps // 2))):
-                t_srl, t_ag = compare(f, g, reps=r, sync_f=w.sync, sync_g=base.sync)
-                rows.append({"suite": "core", "model": model, "batch": 64, "op": name,
+            base = TorchAutograd(model, baseline_device(impl, device), batch)
+            w = Workload(model, impl, device, batch)
+            plan = (("energy gradient", w.grad, base.grad, 2 if big else reps * 4),
+                    ("K=25 chain", lambda: w.chain(25), lambda: base.chain(25), 1 if big else max(1, reps // 2)))
+            for name, f, g, r in plan:
+                t_srl, t_ag = compare(f, g, reps=r, rounds=3 if big else 5, sync_f=w.sync, sync_g=base.sync)
+                rows.append({"suite": "core", "model": model, "batch": batch, "op": name,
                              "impl": f"srl-{impl}" + (f"[{device}]" if device and device != "cpu" else ""),
                              "baseline": f"torch.autograd[{baseline_device(impl, device)}]",
                              "srl_s": t_srl, "autograd_s": t_ag, "ratio": t_srl / t_ag})
@@ -281,7 +308,8 @@ def suite_stepsize(devices, reps, rows, ks, paper_batch, paper_k, memory, hutchi
     plan = [("mlp", 64, k, ("reverse", "jacobian")) for k in ks]
     plan += [("conv", 64, k, ("reverse", "jacobian") if i == 0 else ("reverse",)) for i, k in enumerate(ks)]
     plan += [("paper", paper_batch, paper_k, ("reverse",))]
-    plan += [("paper", paper_batch, hutchinson_k or paper_k, ("jacobian_hutchinson",))]
+    if hutchinson_k != 0:
+        plan += [("paper", paper_batch, hutchinson_k or paper_k, ("jacobian_hutchinson",))]
     plan = [p for p in plan if MODEL_FILTER is None or p[0] in MODEL_FILTER]
     for model, batch, K, kinds in plan:
         for impl, device in impls(devices):
@@ -323,6 +351,15 @@ def suite_train(devices, reps, rows):
                          "baseline": f"torch.autograd[{baseline_device(impl, device)}]",
                          "srl_s": t_srl, "autograd_s": t_ag, "ratio": t_srl / t_ag})
             print(_row(rows[-1]), flush=True)
+            # the same iteration through the inner chain (validation once, no per-step checks)
+            # against the public validated chain, interleaved
+            t_inner, t_public = compare(lambda: w.train_step_inner(25), lambda: w.train_step(25),
+                                        reps=max(1, reps // 2), sync_f=w.sync, sync_g=w.sync)
+            rows.append({"suite": "train", "model": model, "batch": 100, "K": 25,
+                         "op": "training iteration, inner chain", "impl": rows[-1]["impl"],
+                         "baseline": "public srl.short_run", "srl_s": t_inner, "autograd_s": t_public,
+                         "ratio": t_inner / t_public})
+            print(_row(rows[-1]), flush=True)
 
 
 def _row(r):
@@ -345,12 +382,12 @@ def markdown(rows, env) -> str:
            + (f", GPU {env['gpu']}" if env.get("gpu") else "") + f"; BLAS for srl-numpy: {env.get('blas', '?')}.", ""]
     core = [r for r in rows if r["suite"] in ("core", "train")]
     if core:
-        out += ["| model | batch | operation | implementation | srl | torch.autograd | ratio |",
-                "|---|---|---|---|---|---|---|"]
+        out += ["| model | batch | operation | implementation | srl | baseline | baseline time | ratio |",
+                "|---|---|---|---|---|---|---|---|"]
         for r in core:
             out.append(f"| {r['model']} | {r['batch']} | {r['op']}{' K=' + str(r['K']) if 'K' in r else ''} | "
-                       f"{r['impl']} | {fmt_ms(r['srl_s'])} | {fmt_ms(r['autograd_s'])} | "
-                       f"**{r['ratio']:.2f}×** |")
+                       f"{r['impl']} | {fmt_ms(r['srl_s'])} | {r.get('baseline', 'torch.autograd')} | "
+                       f"{fmt_ms(r['autograd_s'])} | **{r['ratio']:.2f}×** |")
         out.append("")
     step = [r for r in rows if r["suite"] == "stepsize"]
     if step:
@@ -400,12 +437,15 @@ def main(argv=None):
     ap.add_argument("--paper-k", type=int, default=25)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--models", default=None, help="step-size suite: only these models (mlp,conv,paper)")
+    ap.add_argument("--models", default=None, help="core and step-size suites: only these models (mlp,conv,paper)")
     ap.add_argument("--impls", default=None, help="only these implementations (numpy,torch,cupy)")
     ap.add_argument("--hutchinson-k", type=int, default=None,
-                    help="K for the paper model's Hutchinson J_jac row (default: --paper-k)")
+                    help="K for the paper model's Hutchinson J_jac row (default: --paper-k; 0 skips the row)")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="intra-op threads for torch (srl-torch and the autograd baseline; 0: torch's default)")
     ap.add_argument("--blas-threads", type=int, default=1,
-                    help="BLAS threads for srl-numpy (0: library default); see srl._backend.blas_threads")
+                    help="BLAS threads for srl-numpy (0: library default); see srl._backend.blas_threads. "
+                         "With the default --torch-threads 1 every implementation runs on one thread")
     a = ap.parse_args(argv)
     from srl._backend import blas_threads
 
@@ -415,13 +455,20 @@ def main(argv=None):
 
 def _main(a):
     global IMPL_FILTER, MODEL_FILTER
+    if a.torch_threads:
+        try:
+            import torch
+
+            torch.set_num_threads(a.torch_threads)
+        except ImportError:
+            pass
     IMPL_FILTER = a.impls.split(",") if a.impls else None
     MODEL_FILTER = a.models.split(",") if a.models else None
     devices = [d.strip() for d in a.devices.split(",") if d.strip()]
     rows = []
     print(json.dumps(environment()))
     if a.suite in ("all", "core"):
-        suite_core(devices, a.reps, rows)
+        suite_core(devices, a.reps, rows, paper_batch=a.paper_batch)
     if a.suite in ("all", "train"):
         suite_train(devices, a.reps, rows)
     if a.suite in ("all", "stepsize"):
