@@ -6,6 +6,7 @@
     srl reconstruct runs/digits     # held-out data and their short-run reconstructions
     srl eval runs/digits            # held-out MSE, ELBOs (nats, bits/dim), Fréchet distance
     srl check --backend torch       # this backend vs the NumPy reference and torch.autograd
+    srl crosscheck my_model.py      # your own PyTorch/JAX implementation vs srl
 """
 
 from __future__ import annotations
@@ -133,7 +134,35 @@ def build_parser():
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--model", default="all", choices=["all", "mlp", "conv"])
     p.add_argument("--json", action="store_true", help="print JSON only")
+    _add_crosscheck(sub)
     return parser
+
+
+def _add_crosscheck(sub):
+    p = sub.add_parser("crosscheck", help="compare your own PyTorch or JAX implementation with srl",
+                       description="FILE.py defines build() returning the arguments of srl.interop.torch.crosscheck "
+                                   "(module, gen, ...) or srl.interop.jax.crosscheck (apply_fn, variables, gen, ...); "
+                                   "see docs/crosscheck.md. Exit status: 0 all checks pass, 1 a mismatch, 2 the file "
+                                   "cannot be checked.")
+    p.add_argument("file", help="Python file defining build()")
+    p.add_argument("--dtype", default=None, choices=["float32", "float64"], help="override the file's dtype")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def _cmd_crosscheck(a):
+    from .interop.crosscheck import CrosscheckError, run_file
+
+    try:
+        return run_file(a.file, dtype=a.dtype, as_json=a.json)
+    except Exception as exc:  # the user's file: any error is reported in one line
+        if a.debug:
+            import traceback
+
+            traceback.print_exc()
+        msg = str(exc) if isinstance(exc, CrosscheckError) else f"{a.file}: {type(exc).__name__}: {exc}"
+        print(f"srl crosscheck: error: {msg}".replace("\n", " "), file=sys.stderr)
+        return 2
 
 
 def _cmd_train(a):
@@ -246,7 +275,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct, "eval": _cmd_eval,
-               "check": _cmd_check}[args.command]
+               "check": _cmd_check, "crosscheck": _cmd_crosscheck}[args.command]
     warnings.simplefilter("default")
     show = warnings.showwarning
     if not args.debug:

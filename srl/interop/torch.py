@@ -16,8 +16,13 @@ Two jobs (see ``docs/models.md`` and ``docs/math.md``):
    *independent* implementation: tests, ``srl check`` and the benchmarks compare against
    them ("a plain PyTorch autograd implementation of the same model").
 
-This module deliberately imports nothing from the rest of ``srl``; it stands alone on
-``torch`` and ``numpy``.
+3. **Cross-check.**  :func:`crosscheck` compares a user's own module (any parameter
+   names, latent layout and Langevin loop) with srl, and :func:`prescribed_noise` drives
+   a loop that draws its own noise with ``torch.randn`` (``docs/crosscheck.md``).  Both
+   live in their own modules and are imported on first use.
+
+Apart from those two, this module imports nothing from the rest of ``srl``; it stands
+alone on ``torch`` and ``numpy``.
 
 Conventions used throughout the oracle:
 
@@ -57,7 +62,22 @@ __all__ = [
     "short_run",
     "stepsize_objective",
     "iw_reverse_objective",
+    "crosscheck",
+    "prescribed_noise",
 ]
+
+
+def __getattr__(name):
+    """``crosscheck`` and ``prescribed_noise``, imported on first use (PEP 562)."""
+    if name == "crosscheck":
+        from .crosscheck_torch import crosscheck
+
+        return crosscheck
+    if name == "prescribed_noise":
+        from .torch_noise import prescribed_noise
+
+        return prescribed_noise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -460,7 +480,12 @@ def _split(zf: torch.Tensor, module) -> tuple[torch.Tensor, ...]:
 
 
 def _energy_flat(module, x, zf, sigma) -> torch.Tensor:
-    """Eq. (1.1) on the concatenated latent ``zf`` (n, d); returns (n,)."""
+    """Eq. (1.1) on the concatenated latent ``zf`` (n, d); returns (n,).  A module with a
+    callable ``srl_energy(x, z, sigma)`` attribute (the user's own energy, wrapped by
+    :func:`crosscheck`) supplies the per-example values itself."""
+    custom = getattr(module, "srl_energy", None)
+    if custom is not None:
+        return custom(x, _split(zf, module), sigma)
     n, d = zf.shape
     D = math.prod(module.config["out_shape"])
     xhat = module(_split(zf, module))
