@@ -139,7 +139,7 @@ def build_parser():
 
 
 def _add_crosscheck(sub):
-    p = sub.add_parser("crosscheck", help="compare your own PyTorch or JAX implementation with srl",
+    p = sub.add_parser("crosscheck", parents=[_debug_option()], help="compare your own PyTorch or JAX implementation with srl",
                        description="FILE.py defines build() returning the arguments of srl.interop.torch.crosscheck "
                                    "(module, gen, ...) or srl.interop.jax.crosscheck (apply_fn, variables, gen, ...); "
                                    "see docs/crosscheck.md. Exit status: 0 all checks pass, 1 a mismatch, 2 the file "
@@ -147,7 +147,6 @@ def _add_crosscheck(sub):
     p.add_argument("file", help="Python file defining build()")
     p.add_argument("--dtype", default=None, choices=["float32", "float64"], help="override the file's dtype")
     p.add_argument("--json", action="store_true", help="print JSON only")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def _cmd_crosscheck(a):
@@ -157,9 +156,7 @@ def _cmd_crosscheck(a):
         return run_file(a.file, dtype=a.dtype, as_json=a.json)
     except Exception as exc:  # the user's file: any error is reported in one line
         if a.debug:
-            import traceback
-
-            traceback.print_exc()
+            raise
         msg = str(exc) if isinstance(exc, CrosscheckError) else f"{a.file}: {type(exc).__name__}: {exc}"
         print(f"srl crosscheck: error: {msg}".replace("\n", " "), file=sys.stderr)
         return 2

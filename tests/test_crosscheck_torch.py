@@ -235,6 +235,28 @@ def test_energy_summed_over_the_batch_is_refused(example):
         check(example, energy=batch_sum, objectives=(), chain=None)
 
 
+README_EDITS = {None: None, "F.softplus(self.logvar(h)) + 1e-8": "inj1", "h = self.res[1](self.lift[1](u)) + h": "res1",
+                "step**2 / 2 * gt": "chain"}
+
+
+@pytest.mark.parametrize("edit", list(README_EDITS), ids=lambda e: e or "as written")
+def test_readme_example(edit, capsys):
+    """The README's complete example passes as written; its three suggested edits fail as it says."""
+    code = re.search(r"```python\n(import torch\nimport torch.nn.functional.*?)```",
+                     (ROOT / "README.md").read_text(), re.S).group(1)
+    if edit is not None:
+        new = {"F.softplus(self.logvar(h)) + 1e-8": "F.softplus(self.logvar(h))",
+               "h = self.res[1](self.lift[1](u)) + h": "h = self.res[1](self.lift[1](u))",
+               "step**2 / 2 * gt": "step * gt"}[edit]
+        assert code.count(edit) == 1
+        code = code.replace(edit, new).replace("assert report.ok", "")
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    report = namespace["report"]
+    assert report.ok == (edit is None), str(report)
+    assert report.first_mismatch == README_EDITS[edit], str(report)
+
+
 # -------------------------------------------------------------- prescribed noise
 def test_prescribed_noise_in_order_with_dtype():
     draws = [torch.arange(6, dtype=torch.float64).reshape(2, 3), [torch.ones(2, 1, 1), torch.zeros(4)]]
@@ -270,25 +292,30 @@ def _srl(*args):
                           timeout=600, env=env)
 
 
-def test_cli_exit_status(tmp_path):
+def test_cli_passes_the_worked_example():
     good = _srl("crosscheck", str(EXAMPLE))
     assert good.returncode == 0, good.stdout + good.stderr
     assert "11/11 within tolerance" in good.stdout
 
+
+def test_cli_exit_status_on_mismatch_and_bad_files(tmp_path, capsys):
+    from srl.cli import main
+
     old, new, _ = BUGS["missing skip connection"]
-    bad = _srl("crosscheck", str(example_copy(tmp_path, old, new, name="noskip")))
-    assert bad.returncode == 1, bad.stdout + bad.stderr
-    assert "first mismatch: res1" in bad.stdout
+    assert main(["crosscheck", str(example_copy(tmp_path, old, new, name="noskip"))]) == 1
+    assert "first mismatch: res1" in capsys.readouterr().out
 
     broken = tmp_path / "broken.py"
     broken.write_text("def build():\n    return {'module': None}\n")
-    for path in (broken, tmp_path / "missing.py", example_copy(tmp_path, "def build():", "def built():", "nobuild")):
-        out = _srl("crosscheck", str(path))
-        assert out.returncode == 2, out.stdout + out.stderr
-        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
-        assert str(path.name) in out.stderr
-    debug = _srl("crosscheck", "--debug", str(broken))
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    raises = tmp_path / "raises.py"
+    raises.write_text("def build():\n    raise RuntimeError('no weights here')\n")
+    for path in (broken, raises, tmp_path / "missing.py", example_copy(tmp_path, "def build():", "def built():", "nb")):
+        assert main(["crosscheck", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert path.name in err
+    with pytest.raises(RuntimeError, match="no weights here"):  # --debug: the exception itself, with its traceback
+        main(["crosscheck", "--debug", str(raises)])
 
 
 @pytest.mark.slow
@@ -300,8 +327,11 @@ def test_paper_model_example_from_the_docs(tmp_path):
     path.write_text(code)
     kwargs = load_build(path)
     assert kwargs["gen"].config == srl.models.paper().config
-    report = check(kwargs, n=2, n_steps=2)
+    # two examples and two chain steps, no objectives: the layers, derivatives and the chain
+    # of the paper model at a fraction of the docs' full run (whose output the docs show)
+    report = check(kwargs, n=2, n_steps=2, objectives=())
     assert report.ok, str(report)
+    assert any(r.quantity == "layers (79 activations)" for r in report.rows)
 
 
 def test_docs_example_is_the_tested_example():

@@ -380,13 +380,15 @@ def localise(probes, observed, dtype):
     offered nothing to compare). The first layer-level probe (inputs and outputs of
     parameter-owning layers, then x̂) beyond tolerance names the layer: its ``blame``. When
     that is an injection ``inj{i}``, a differing head output ``inj{i}.mu`` / ``inj{i}.v``
-    (observed when the user's head module owns exactly that head's parameters) refines it.
+    (observed when the user's head module owns exactly that head's parameters, and counted
+    only when it differs from that head's last layer output too) refines it.
     """
     tol = tolerance(dtype, "layer")
     worst = (0.0, 0.0)
     first = None
     compared, skipped = 0, []
     mismatched_heads = []
+    last_layer_out: dict = {}  # head prefix -> srl output of its last parameter-owning layer
     for p in probes:
         obs = observed.get(p.key)
         if obs is None:
@@ -399,9 +401,15 @@ def localise(probes, observed, dtype):
             continue
         abs_err, rel_err = errors(obs, p.value)
         if p.key[0] == "block":
-            if rel_err > tol:
+            # Evidence only if the user's head output is neither srl's head output nor the
+            # output of the head's last layer (a head module that leaves softplus and clamp
+            # to its caller is structured differently, not wrong).
+            raw = last_layer_out.get(p.blame)
+            if rel_err > tol and (raw is None or raw.size != obs.size or errors(obs, raw)[1] > tol):
                 mismatched_heads.append((p, abs_err, rel_err))
             continue
+        if p.key[0] == "out":
+            last_layer_out[p.key[1].rsplit(".", 1)[0]] = p.value
         compared += 1
         worst = max(worst, (abs_err, rel_err), key=lambda t: t[1])
         if rel_err > tol and first is None:
