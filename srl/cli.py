@@ -139,7 +139,8 @@ def build_parser():
 
 
 def _add_crosscheck(sub):
-    p = sub.add_parser("crosscheck", parents=[_debug_option()], help="compare your own PyTorch or JAX implementation with srl",
+    p = sub.add_parser("crosscheck", parents=[_debug_option()],
+                       help="compare your own PyTorch or JAX implementation with srl",
                        description="FILE.py defines build() returning the arguments of srl.interop.torch.crosscheck "
                                    "(module, gen, ...) or srl.interop.jax.crosscheck (apply_fn, variables, gen, ...); "
                                    "see docs/crosscheck.md. Exit status: 0 all checks pass, 1 a mismatch, 2 the file "
