@@ -27,8 +27,8 @@ def to_np(a):
     return B.to_numpy(a)
 
 
-def assert_close(actual, desired, *, rtol, atol=0.0, xp=None, dtype=None, shape=None, device=None, err=""):
-    """Namespace, dtype, shape and device first, then values (desired: NumPy)."""
+def assert_array_kind(actual, *, xp=None, dtype=None, shape=None, device=None, err=""):
+    """Namespace, dtype, shape and device of ``actual`` (each checked when given)."""
     if xp is not None:
         got_ns = B.array_namespace(actual)
         assert got_ns.__name__ == xp.__name__, f"{err}: namespace {got_ns.__name__} != {xp.__name__}"
@@ -38,6 +38,11 @@ def assert_close(actual, desired, *, rtol, atol=0.0, xp=None, dtype=None, shape=
         assert tuple(actual.shape) == tuple(shape), f"{err}: shape {tuple(actual.shape)} != {tuple(shape)}"
     if device is not None:
         assert str(B.device(actual)) == str(device), f"{err}: device {B.device(actual)} != {device}"
+
+
+def assert_close(actual, desired, *, rtol, atol=0.0, xp=None, dtype=None, shape=None, device=None, err=""):
+    """Namespace, dtype, shape and device first, then values (desired: NumPy)."""
+    assert_array_kind(actual, xp=xp, dtype=dtype, shape=shape, device=device, err=err)
     np.testing.assert_allclose(to_np(actual), np.asarray(desired), rtol=rtol, atol=atol, err_msg=err)
 
 
