@@ -68,12 +68,6 @@ def tree_axpy(a, x, y):
     return tuple(yi + a * xi for xi, yi in zip(x, y))
 
 
-def tree_vdot(x, y) -> float:
-    if isinstance(x, dict):
-        return float(sum(np.sum(to_np(x[k]) * to_np(y[k])) for k in x))
-    return float(sum(np.sum(to_np(a) * to_np(b)) for a, b in zip(x, y)))
-
-
 def like(rng, tree):
     """Standard normal arrays shaped like a tuple/dict of NumPy arrays."""
     if isinstance(tree, dict):
@@ -146,7 +140,3 @@ def make_problem(config, *, n, seed, backend="numpy", dtype="float64", sigma=0.3
 
 def energy_scale(E) -> float:
     return float(np.max(np.abs(to_np(E)))) + 1.0
-
-
-def model_sum(x):
-    return math.fsum(float(v) for v in np.ravel(to_np(x)))
