@@ -8,7 +8,6 @@ derivative.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from hypothesis import strategies as st
