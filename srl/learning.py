@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 
 from . import _backend
 from .energy import _value_and_grad
-from .langevin import _short_run, check_chain
+from .langevin import _short_run, check_chain, short_run
 from .optim import Adam, AdamState
 from .random import chain_noise, host_rng, standard_normal_groups
 from .stepsize import AdamLogStep, GridSearch, StepSizeWarning
