@@ -44,7 +44,8 @@ try:
     import torch.nn.functional as F
     from torch import nn
 except ImportError as exc:  # pragma: no cover - exercised only without torch
-    raise ImportError("srl.inception needs PyTorch: pip install 'srl[torch]'") from exc
+    # ModuleNotFoundError (an ImportError): what pytest.importorskip treats as "not installed"
+    raise ModuleNotFoundError("srl.inception needs PyTorch: pip install 'srl[torch]'", name="torch") from exc
 
 from .errors import NonFiniteError, ShapeError
 from .frechet import frechet_distance, gaussian_stats

@@ -51,36 +51,41 @@ from .sensitivity import log_normal
 LOGDETS = ("exact", "hutchinson")
 
 
+#: raised (once per chain, after its last step) when some ``I − A H_k`` was singular or non-finite
+SINGULAR = ("I − A H_k is singular or non-finite for some example: the step size is too large for the "
+            "model's curvature (docs/math.md §4)")
+
+
 def exact_logdet_terms(xp, H, D3, A_vec, dA):
     """Exact per-example ``log|det(I − A H)|`` and ``∂(−log|det|)/∂s_j``.
 
     H: (n, d, d) Hessian.   D3: (L, n, d, d) with ``D3[j] = D³E[t_j]`` or None.
     A_vec: (d,) diagonal of A.   dA: (L, d) diagonal of ∂A/∂s_j.
-    Returns ``(logabsdet (n,), grad (n, L) or None)``.
+    Returns ``(logabsdet (n,), regular, grad (n, L) or None)``; ``regular`` is a 0-d
+    boolean array, False when some ``I − A H`` is singular or non-finite (the caller checks
+    it once per chain: no host synchronisation here). The gradient of such an example is
+    meaningless (its matrix is replaced by I before the inverse).
     """
     n, d = H.shape[0], H.shape[1]
     eye = xp.eye(d, dtype=H.dtype, device=device(H))
     M = eye - A_vec[:, None] * H  # (n, d, d): I − A H (A scales rows)
     sign, logabs = xp.linalg.slogdet(M)  # (n,), (n,)
-    if not (bool(xp.all(sign != 0)) and bool(xp.all(xp.isfinite(logabs)))):
-        raise DivergenceError(
-            "I − A H_k is singular or non-finite for some example: the step size is too "
-            "large for the model's curvature (docs/math.md §4)"
-        )
+    ok = xp.logical_and(sign != 0, xp.isfinite(logabs))  # (n,)
+    regular = xp.all(ok)  # 0-d
     if D3 is None:
-        return logabs, None
-    Minv = xp.linalg.inv(M)  # (n, d, d)
+        return logabs, regular, None
+    Minv = xp.linalg.inv(xp.where(ok[:, None, None], M, eye))  # (n, d, d); I where M is singular
     # tr(M⁻¹ dA_j H) = Σ_b dA_j[b] Σ_a M⁻¹[a, b] H[b, a];  H symmetric → H[a, b]
     Y = xp.sum(Minv * H, axis=1)  # (n, d): Y[n, b] = Σ_a M⁻¹[n, a, b] H[n, a, b]
     term1 = Y @ dA.T  # (n, L)
     # tr(M⁻¹ A D3_j) = Σ_{a,b} (M⁻¹ A)[a, b] D3_j[b, a];  D3_j symmetric → D3_j[a, b]
     W = Minv * A_vec[None, None, :]  # (n, d, d): M⁻¹ A (A scales columns)
     term2 = xp.sum(xp.reshape(D3 * W[None, ...], (D3.shape[0], n, d * d)), axis=2)  # (L, n)
-    return logabs, term1 + xp.permute_dims(term2, (1, 0))  # (n, L)
+    return logabs, regular, term1 + xp.permute_dims(term2, (1, 0))  # (n, L)
 
 
 def exact_logdet_step(ch, params, x, z, t, sigma, *, want_grad):
-    """One hyper-dual pass: ``g, H t, log|det M|, ∂(−log|det M|)/∂s (n, L)``."""
+    """One hyper-dual pass: ``g, H t, log|det M|, regular (0-d), ∂(−log|det M|)/∂s (n, L)``."""
     xp, gen = ch.xp, ch.gen
     n = z[0].shape[0]
     dirs = unit_directions(xp, ch.dims, n, dtype=ch.dtype, device=ch.device)  # (d, n, d_l)
@@ -88,8 +93,8 @@ def exact_logdet_step(ch, params, x, z, t, sigma, *, want_grad):
         zj = tuple(Jet(zl, el) for zl, el in zip(z, dirs))
         gz = _grad_z(xp, gen, params, x, zj, sigma)
         H = columns_to_matrix(xp, [gj.b for gj in gz])  # (n, d, d)
-        logabs, _ = exact_logdet_terms(xp, H, None, ch.A_vec, ch.dA)
-        return tuple(gj.a for gj in gz), None, logabs, None
+        logabs, regular, _ = exact_logdet_terms(xp, H, None, ch.A_vec, ch.dA)
+        return tuple(gj.a for gj in gz), None, logabs, regular, None
     zj = tuple(
         Jet(zl, el, tl, xp.zeros((ch.d, ch.L, n, dl), dtype=ch.dtype, device=ch.device))
         for zl, el, tl, dl in zip(z, dirs, t, ch.dims)
@@ -98,8 +103,8 @@ def exact_logdet_step(ch, params, x, z, t, sigma, *, want_grad):
     H = columns_to_matrix(xp, [gj.b for gj in gz])  # (n, d, d): H e_a in column a
     T = xp.concat([gj.d for gj in gz], axis=-1)  # (d_a, L, n, d_b): D³E[t_j] e_a
     D3 = xp.permute_dims(T, (1, 2, 0, 3))  # (L, n, a, b)
-    logabs, dterm = exact_logdet_terms(xp, H, D3, ch.A_vec, ch.dA)
-    return tuple(gj.a for gj in gz), tuple(gj.c for gj in gz), logabs, dterm
+    logabs, regular, dterm = exact_logdet_terms(xp, H, D3, ch.A_vec, ch.dA)
+    return tuple(gj.a for gj in gz), tuple(gj.c for gj in gz), logabs, regular, dterm
 
 
 def hutchinson_logdet_step(ch, params, x, z, t, sigma, *, want_grad, rng, n_probes, series_terms):
@@ -174,10 +179,12 @@ def jacobian_bound(ch, params, x, z0, noise, sigma, *, want_grad, logdet="exact"
     z, t = z0, ch.zeros_tangent(n)
     sum_logdet = xp.zeros((n,), dtype=ch.dtype, device=ch.device)
     grad = xp.zeros((n, ch.L), dtype=ch.dtype, device=ch.device) if want_grad else None
+    regular = None  # all I − A H_k so far regular (0-d), checked once after the loop
     for xi in noise:
         if logdet == "exact":
-            g, Ht, logabs, dterm = exact_logdet_step(ch, params, x, z, t, sigma, want_grad=want_grad)
-        else:
+            g, Ht, logabs, ok, dterm = exact_logdet_step(ch, params, x, z, t, sigma, want_grad=want_grad)
+            regular = ok if regular is None else xp.logical_and(regular, ok)
+        else:  # a non-finite estimate is caught by the objective's final check
             g, Ht, logabs, dterm = hutchinson_logdet_step(ch, params, x, z, t, sigma, want_grad=want_grad,
                                                            rng=rng, n_probes=n_probes, series_terms=series_terms)
         sum_logdet = sum_logdet + logabs
@@ -185,6 +192,8 @@ def jacobian_bound(ch, params, x, z0, noise, sigma, *, want_grad, logdet="exact"
             grad = grad + dterm
             t = ch.tangent_update(t, g, Ht, xi)  # (4.2)
         z = langevin_update(z, g, xi, ch.s)  # (2.1)
+    if regular is not None and not bool(regular):
+        raise DivergenceError(SINGULAR)
     check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=len(noise), what="step-size objective chain")
     energy, gK, _ = _value_and_grad(xp, ch.gen, params, x, z, sigma)
     values = log_normal(xp, z0) - sum_logdet + energy

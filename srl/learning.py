@@ -22,9 +22,9 @@ from typing import NamedTuple, Optional
 
 from . import _backend
 from .energy import _value_and_grad
-from .langevin import short_run
+from .langevin import _short_run, check_chain, short_run
 from .optim import Adam, AdamState
-from .random import host_rng, standard_normal_groups
+from .random import chain_noise, host_rng, standard_normal_groups
 from .stepsize import AdamLogStep, GridSearch, StepSizeWarning
 from .errors import DivergenceError
 from .validate import all_finite, check_step_size
@@ -87,8 +87,11 @@ def batch_value_and_param_grad(xp, gen, params, x, z, sigma):
 
 def _shortrun_theta(xp, cfg, gen, params, x, step_size, it):
     """Gradient of eq. (3.1) at ``z_K`` of a short-run chain: ``(grads, metrics)``."""
-    zK = short_run(gen, params, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                   seed=[cfg.seed, 1, it])
+    # the inner chain: the configuration, data and step sizes were validated once per run
+    z0, noise = chain_noise([cfg.seed, 1, it], x.shape[0], gen.latent_dims, cfg.n_steps, xp=xp, dtype=x.dtype,
+                            device=_backend.device(x))
+    zK, _ = _short_run(xp, gen, params, x, z0, noise, step_size, cfg.sigma)  # eq. (2.1)
+    check_chain(xp, zK, step_size=step_size, sigma=cfg.sigma, n_steps=cfg.n_steps)
     energy, grads, mse = batch_value_and_param_grad(xp, gen, params, x, zK, cfg.sigma)
     return grads, {"energy": energy, "mse": mse}
 

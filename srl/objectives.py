@@ -56,7 +56,10 @@ def _objective(ch, params, x, z0, noise, sigma, *, kind, want_grad, n_chains, **
         v, gr = reverse_bound_adjoint(ch, params, xr, z0, noise, sigma)
     else:
         v, gr = reverse_bound(ch, params, xr, z0, noise, sigma, want_grad=want_grad)
-    if not (bool(xp.all(xp.isfinite(v))) and (gr is None or bool(xp.all(xp.isfinite(gr))))):
+    finite = xp.all(xp.isfinite(v))
+    if gr is not None:
+        finite = xp.logical_and(finite, xp.all(xp.isfinite(gr)))
+    if not bool(finite):  # once per evaluation
         raise DivergenceError(
             f"step-size objective ({kind}) is not finite with step_size={ch.s}: the chain "
             "diverged; use a smaller step size"

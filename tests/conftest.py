@@ -85,7 +85,6 @@ def _selected():
 
 
 ALL_BACKENDS = _selected()
-NON_NUMPY = [b for b in ALL_BACKENDS if b is not Backend.NUMPY]
 
 
 def require(backend: Backend) -> Backend:
@@ -98,12 +97,6 @@ def require(backend: Backend) -> Backend:
 @pytest.fixture(params=_params(ALL_BACKENDS))
 def backend(request) -> Backend:
     """Every backend that is usable here."""
-    return require(request.param)
-
-
-@pytest.fixture(params=_params(NON_NUMPY))
-def other_backend(request) -> Backend:
-    """Every usable backend except NumPy (compared against NumPy)."""
     return require(request.param)
 
 

@@ -8,7 +8,6 @@ derivative.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from hypothesis import strategies as st
@@ -27,8 +26,8 @@ def to_np(a):
     return B.to_numpy(a)
 
 
-def assert_close(actual, desired, *, rtol, atol=0.0, xp=None, dtype=None, shape=None, device=None, err=""):
-    """Namespace, dtype, shape and device first, then values (desired: NumPy)."""
+def assert_array_kind(actual, *, xp=None, dtype=None, shape=None, device=None, err=""):
+    """Namespace, dtype, shape and device of ``actual`` (each checked when given)."""
     if xp is not None:
         got_ns = B.array_namespace(actual)
         assert got_ns.__name__ == xp.__name__, f"{err}: namespace {got_ns.__name__} != {xp.__name__}"
@@ -38,6 +37,11 @@ def assert_close(actual, desired, *, rtol, atol=0.0, xp=None, dtype=None, shape=
         assert tuple(actual.shape) == tuple(shape), f"{err}: shape {tuple(actual.shape)} != {tuple(shape)}"
     if device is not None:
         assert str(B.device(actual)) == str(device), f"{err}: device {B.device(actual)} != {device}"
+
+
+def assert_close(actual, desired, *, rtol, atol=0.0, xp=None, dtype=None, shape=None, device=None, err=""):
+    """Namespace, dtype, shape and device first, then values (desired: NumPy)."""
+    assert_array_kind(actual, xp=xp, dtype=dtype, shape=shape, device=device, err=err)
     np.testing.assert_allclose(to_np(actual), np.asarray(desired), rtol=rtol, atol=atol, err_msg=err)
 
 
@@ -61,12 +65,6 @@ def tree_axpy(a, x, y):
     if isinstance(x, dict):
         return {k: y[k] + a * x[k] for k in x}
     return tuple(yi + a * xi for xi, yi in zip(x, y))
-
-
-def tree_vdot(x, y) -> float:
-    if isinstance(x, dict):
-        return float(sum(np.sum(to_np(x[k]) * to_np(y[k])) for k in x))
-    return float(sum(np.sum(to_np(a) * to_np(b)) for a, b in zip(x, y)))
 
 
 def like(rng, tree):
@@ -141,7 +139,3 @@ def make_problem(config, *, n, seed, backend="numpy", dtype="float64", sigma=0.3
 
 def energy_scale(E) -> float:
     return float(np.max(np.abs(to_np(E)))) + 1.0
-
-
-def model_sum(x):
-    return math.fsum(float(v) for v in np.ravel(to_np(x)))

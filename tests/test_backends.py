@@ -16,7 +16,7 @@ import srl
 import srl.backends
 from srl import _backend as B
 
-from .helpers import assert_close, assert_tree_close, to_np
+from .helpers import assert_array_kind, assert_tree_close, to_np
 
 MLP = {"kind": "mlp", "latent_dims": [2, 3], "hidden": 6, "out_shape": [1, 4, 4]}
 CONV = {"kind": "conv", "latent_dims": [2, 3], "out_shape": [2, 6, 6], "channels": 3, "proj_channels": 2,
@@ -58,6 +58,13 @@ def _all_outputs(config, backend, dtype):
     }
 
 
+def _leaves(tree):
+    """The arrays of a dict, tuple or list of arrays, or ``[array]``."""
+    if isinstance(tree, dict):
+        return list(tree.values())
+    return list(tree) if isinstance(tree, (tuple, list)) else [tree]
+
+
 def _scale(tree):
     if isinstance(tree, dict):
         return max(_scale(v) for v in tree.values())
@@ -81,11 +88,10 @@ def test_every_public_function_matches_numpy(backend, model, dtype, numpy_refere
     want_dtype = B.resolve_dtype(xp, dtype)
     rtol = RTOL64 if dtype == "float64" else RTOL32
     for name, value in out.items():
-        leaves = value if isinstance(value, (tuple, list)) else [value]
-        if isinstance(value, dict):
-            leaves = list(value.values())
-        for leaf in leaves:  # namespace, dtype and device of every returned array
-            assert_close(leaf, to_np(leaf), rtol=0, xp=xp, dtype=want_dtype, device=dev, err=name)
+        leaves, ref_leaves = _leaves(value), _leaves(ref[name])
+        assert len(leaves) == len(ref_leaves), name
+        for leaf, ref_leaf in zip(leaves, ref_leaves):  # namespace, dtype, shape and device of every array
+            assert_array_kind(leaf, xp=xp, dtype=want_dtype, shape=ref_leaf.shape, device=dev, err=name)
         assert_tree_close(value, ref[name], rtol=rtol, atol=rtol * _scale(ref[name]), err=f"{backend.value} {name}")
 
 

@@ -151,6 +151,7 @@ def test_mnist_torchvision_layout_limit_and_resize(tmp_path):
     ds = load("mnist", root=tmp_path, limit=3, shape=(1, 4, 4))
     assert ds.train.shape == (3, 1, 4, 4) and ds.test.shape == (3, 1, 4, 4)
     x = scaled(arrays["train-images-idx3-ubyte"][:3])
+    # a mean of 4 values in [−1, 1]: a few roundings (≤ 4.4e-16) whatever the summation order
     np.testing.assert_allclose(ds.train[:, 0], x.reshape(3, 4, 2, 4, 2).mean(axis=(2, 4)), rtol=0, atol=1e-15)
 
 
@@ -217,6 +218,7 @@ def test_svhn_limit_and_gray(tmp_path):
     ds = data.load_svhn(tmp_path, limit=2, shape=(1, 7, 5))
     X = scaled(files["train_32x32.mat"][0][..., :2].transpose(3, 2, 0, 1))
     luma = 0.299 * X[:, 0] + 0.587 * X[:, 1] + 0.114 * X[:, 2]
+    # three O(1) products summed, possibly in another order: a few ulps
     np.testing.assert_allclose(ds.train[:, 0], luma, rtol=0, atol=1e-14)
 
 
@@ -333,12 +335,14 @@ def test_folder_without_pillow(tmp_path, monkeypatch):
 def test_shrink_by_integer_factor_is_block_mean():
     x = np.random.default_rng(9).uniform(-1, 1, (2, 3, 6, 9))
     y = resize(x, (3, 3, 3))
+    # a mean of 9 values in [−1, 1]: a few roundings whatever the summation order
     np.testing.assert_allclose(y, x.reshape(2, 3, 3, 2, 3, 3).mean(axis=(3, 5)), rtol=0, atol=1e-15)
 
 
 def test_shrink_by_other_factor_keeps_the_mean():
     x = np.random.default_rng(10).uniform(-1, 1, (2, 1, 7, 5))
     y = resize(x, (1, 3, 2))
+    # area-weighted resampling keeps the mean exactly in real arithmetic; 35 weighted terms of round-off
     np.testing.assert_allclose(y.mean(axis=(2, 3)), x.mean(axis=(2, 3)), rtol=0, atol=1e-14)
     assert not np.allclose(y[..., 0, 0], x[..., 0, 0])
 
@@ -352,6 +356,7 @@ def test_grow_constant_stays_constant():
 
 def test_grow_is_bilinear_with_aligned_centres():
     x = np.array([[[[-1.0, 1.0]]]])
+    # bilinear weights 1/4, 3/4 on ±1: at most one rounding each
     np.testing.assert_allclose(resize(x, (1, 1, 4)), [[[[-1.0, -0.5, 0.5, 1.0]]]], rtol=0, atol=1e-15)
     col = np.array([0.0, 0.4, -0.8]).reshape(1, 1, 3, 1)  # 3 -> 6 rows
     np.testing.assert_allclose(resize(col, (1, 6, 1))[0, 0, :, 0],
@@ -365,6 +370,7 @@ def test_channel_conversions():
     for c in range(3):
         np.testing.assert_array_equal(rgb[:, c], g[:, 0])
     red = np.array([1.0, -1.0, -1.0]).reshape(1, 3, 1, 1) * np.ones((1, 3, 2, 2))
+    # the same three terms summed in another order: ≤ 2 ulps
     np.testing.assert_allclose(resize(red, (1, 2, 2)), np.full((1, 1, 2, 2), 0.299 - 0.587 - 0.114), atol=1e-15)
     np.testing.assert_allclose(resize(rgb, (1, 4, 4)), g, rtol=0, atol=1e-15)  # luma weights sum to 1
     np.testing.assert_array_equal(resize(g, (1, 4, 4)), g)

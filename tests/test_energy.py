@@ -72,6 +72,7 @@ def test_energy_constants_match_eq_1_1(rng):
     zz = np.concatenate(z, axis=1)
     expect = (0.5 * np.sum(zz**2, axis=1) + np.sum((x - xhat).reshape(2, -1) ** 2, axis=1) / (2 * sigma**2)
               + 0.5 * 5 * math.log(2 * math.pi) + 0.5 * 4 * math.log(2 * math.pi * sigma**2))
+    # the same terms of eq. (1.1) summed in another order: a few ulps of E
     np.testing.assert_allclose(srl.energy(gen, p, x, z, sigma=sigma), expect, rtol=1e-14)
 
 
@@ -106,6 +107,7 @@ def test_short_run_follows_eq_2_1_step_by_step(rng):
         g = srl.grad_z(gen, p, x, z, sigma=0.4)
         z = tuple(zl - 0.5 * sl**2 * gl + sl * xl for zl, gl, xl, sl in zip(z, g, noise[k], s))
         for l in range(2):
+            # the same update in another association order, over 3 steps: ulps of |z| ≲ 10
             np.testing.assert_allclose(path[l][k + 1], z[l], rtol=1e-13, atol=1e-13)
 
 

@@ -117,6 +117,11 @@ def test_divergence_is_reported(problem):
         srl.short_run(gen, p, x, step_size=1e3, n_steps=25, sigma=0.05)
     with pytest.raises(srl.DivergenceError), np.errstate(all="ignore"):
         srl.stepsize_objective(gen, p, x, step_size=1e3, n_steps=4, sigma=0.05, kind="reverse")
+    # J_jac checks its log-determinants once per chain: a chain that overflows makes H_k
+    # non-finite, reported as such with and without the gradient
+    for objective in (srl.stepsize_objective, srl.objective_values):
+        with pytest.raises(srl.DivergenceError, match="singular or non-finite"), np.errstate(all="ignore"):
+            objective(gen, p, x, step_size=1e3, n_steps=40, sigma=0.05, kind="jacobian")
 
 
 def test_noise_length_and_shapes(problem):

@@ -105,6 +105,7 @@ def test_gaussian_stats_and_bad_input():
     rng = np.random.default_rng(4)
     f = rng.standard_normal((50, 6)) * 3 + 1
     mu, cov = fr.gaussian_stats(f)
+    # NumPy's mean/cov and gaussian_stats sum the 50 rows in different orders: ulps
     np.testing.assert_allclose(mu, f.mean(0), rtol=1e-13)
     np.testing.assert_allclose(cov, np.cov(f, rowvar=False), rtol=1e-12)
     with pytest.raises(ShapeError, match="at least 2 samples"):
@@ -350,6 +351,8 @@ def test_fid_inception_pool_branches(inception, block, pool):
         ref = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)[:, 0]
     wrong = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=True)[:, 0]
     assert float((ref - wrong).abs().max()) > 0.1
+    # float32 (eps 1.2e-7): the same 9-term pooling sums in another order, ≈ 10 ulps of values ≲ 1;
+    # the wrong padding rule above differs by > 0.1
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -422,4 +425,6 @@ def test_real_weights_load_and_behave():
     feats = inc.inception_features(a, model=model)
     assert feats.shape == (8, 2048) and np.all(feats >= 0) and np.all(np.isfinite(feats))
     smooth = np.clip(np.cumsum(rng.normal(0, 0.1, (8, 3, 32, 32)), axis=-1), -1, 1)
+    # FID of identical sets is 0 up to the round-off of the 2048-d covariance square root,
+    # orders of magnitude below the FID between different image sets
     assert inc.fid(a, a, model=model) < 1e-3 * inc.fid(a, smooth, model=model)

@@ -197,9 +197,11 @@ def test_grad_hvp_hessian_consistent():
     H1 = torch.autograd.functional.hessian(
         lambda zf: energy(m, x[1:2], torch.split(zf[None], [2, 3], dim=1), sigma=sigma).sum(),
         torch.cat([t[1] for t in z]))
+    # float64 autograd Hessians of a 5-d problem with and without the batch: round-off only
     torch.testing.assert_close(H[1], H1, rtol=1e-12, atol=1e-12)
     v = tuple(torch.randn_like(t) for t in z)
     hv = torch.cat(hvp_z(m, x, z, v, sigma=sigma), dim=1)
+    # HVP by forward-over-reverse vs the full Hessian times v (float64, d = 5): round-off only
     torch.testing.assert_close(hv, torch.einsum("nij,nj->ni", H, torch.cat(v, 1)), rtol=1e-12, atol=1e-12)
     gp = grad_params(m, x, z, sigma=sigma)
     assert list(gp) == list(m.state_dict())
@@ -222,11 +224,13 @@ def test_short_run_matches_manual_update():
         g = grad_z(m, x, z, sigma=0.5)
         z = tuple(zl - sl**2 / 2 * gl + sl * xl for zl, gl, sl, xl in zip(z, g, s, noise[k]))
         for a, b in zip(path[k + 1], z):
+            # the chain's update written out in float64: the same operations, |z| ≲ 3, a few ulps
             torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
     # with the graph kept, values are the same
     zK2, _ = short_run(m, x, step_size=torch.tensor(s, dtype=torch.float64, requires_grad=True),
                        z0=z0, noise=noise, sigma=0.5, create_graph=True)
     for a, b in zip(zK, zK2):
+        # keeping the graph must not change the float64 values (a few ulps at most)
         torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-15)
 
 
@@ -256,6 +260,7 @@ def test_stepsize_grad_vs_common_random_numbers(kind):
     v1, g1 = stepsize_objective(m, x, step_size=0.25, z0=z0, noise=noise, sigma=sigma, kind=kind)
     v2, g2 = stepsize_objective(m, x, step_size=[0.25, 0.25], z0=z0, noise=noise, sigma=sigma, kind=kind)
     assert g1.shape == (2,)
+    # exact: a float step size means L equal values, the same computation
     torch.testing.assert_close(v1, v2, rtol=0, atol=0)
     torch.testing.assert_close(g1, g2, rtol=0, atol=0)
 
@@ -292,6 +297,7 @@ def test_iw_reverse_m1_equals_reverse():
     v2, _ = iw_reverse_objective(m, x, z0s=[z0, z0b], noises=[noise, noiseb], **kw)
     assert (v2 <= 0.5 * (v + vb) + 1e-12).all()
     ref = -(torch.logaddexp(-v, -vb) - math.log(2))
+    # log-mean-exp of two values, computed by two float64 formulas: ulps
     torch.testing.assert_close(v2, ref, rtol=1e-14, atol=1e-12)
 
 

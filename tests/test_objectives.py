@@ -92,6 +92,7 @@ def test_iw_bound_reduces_to_reverse_and_is_tighter():
     per_chain = srl.objective_values(gen, p, np.concatenate([x] * M), z0=z0, noise=noise, **kw).reshape(M, 3)
     assert np.all(viw <= per_chain.mean(axis=0) + 1e-12)
     lse = -(np.logaddexp.reduce(-per_chain, axis=0) - math.log(M))
+    # the IW bound vs log-sum-exp of the per-chain values: the same 16 terms in float64, round-off
     np.testing.assert_allclose(viw, lse, rtol=1e-12)
     # and its gradient is right (CRN differences on the IW value)
     _, giw = srl.stepsize_objective(gen, p, x, z0=z0, noise=noise, n_chains=M, **kw)

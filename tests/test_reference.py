@@ -284,6 +284,7 @@ def test_forward_paper_config_shape():
     z = ref.prior(paper, 1, seed=0)
     xh = ref.forward(paper, params, z)
     assert xh.shape == (1, 3, 32, 32)
+    # loop-based vs vectorised convolutions of the paper model in float64: summation order only
     np.testing.assert_allclose(xh, naive_forward(paper, params, z), rtol=1e-12, atol=1e-14)
 
 
@@ -401,6 +402,7 @@ def test_hessian_symmetric_and_consistent_with_hvp(name):
         e = np.zeros((n, d))
         e[:, j] = 1.0
         col = np.concatenate(ref.hvp_z(cfg, params, x, z, split(e), SIGMA), axis=1)
+        # the batched Hessian's column j is the HVP with e_j: the same jet pass, round-off only
         np.testing.assert_allclose(H[:, :, j], col, rtol=1e-13, atol=1e-13 * scale)
     # linearity: a random direction, different per example
     v = np.random.default_rng(10).standard_normal((n, d))
@@ -429,6 +431,7 @@ def test_derivatives_exact_to_1e9_with_fourth_order_differences(name):
 
     g = ref.grad_z(cfg, params, x, z, SIGMA)
     fd = five_point(lambda c: ref.energy(cfg, params, x, tadd(z, v, c * h), SIGMA).sum())
+    # five-point differences with h = 3e-4: truncation O(h⁴) ≈ 1e-14, round-off eps·|E|/h ≈ 1e-12·|E|
     np.testing.assert_allclose(tdot(g, v), fd, rtol=1e-9)
     hv = np.concatenate(ref.hvp_z(cfg, params, x, z, v, SIGMA), axis=1)
     fdh = five_point(lambda c: np.concatenate(ref.grad_z(cfg, params, x, tadd(z, v, c * h), SIGMA), axis=1))
@@ -444,6 +447,7 @@ def test_hvp_is_per_example():
         hv_i = ref.hvp_z(cfg, params, x[i:i + 1], tuple(zl[i:i + 1] for zl in z),
                          tuple(vl[i:i + 1] for vl in v), SIGMA)
         for a, b in zip(hv, hv_i):
+            # one example alone or in a batch of 3: BLAS may sum in another order, ulps
             np.testing.assert_allclose(a[i:i + 1], b, rtol=1e-13, atol=1e-13)
 
 
@@ -476,6 +480,7 @@ def test_short_run_one_step_per_group_step_sizes():
     z1, _ = ref.short_run(cfg, params, x, s, z, [xi], SIGMA)
     g = ref.grad_z(cfg, params, x, z, SIGMA)
     for l in range(2):
+        # eq. (2.1) written out: the same float64 operations, at most reassociated
         np.testing.assert_allclose(z1[l], z[l] - 0.5 * s[l] ** 2 * g[l] + s[l] * xi[l], rtol=1e-14, atol=1e-15)
     with pytest.raises(ValueError):
         ref.short_run(cfg, params, x, (0.1, 0.1, 0.1), z, [xi], SIGMA)

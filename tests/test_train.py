@@ -158,7 +158,7 @@ def test_nan_pixels_are_rejected_before_training(tmp_path):
 def test_fid_is_reported_for_non_digit_images_when_weights_exist(tmp_path, monkeypatch):
     """FID plumbing of srl eval: computed against the test images when weights are found,
     absent when they are not, and an explicit missing weights path is an error."""
-    from srl import inception
+    inception = pytest.importorskip("srl.inception")  # needs torch
     from srl.evaluate import _synthesis_metrics
 
     gen = srl.models.mlp(latent_dims=(2,), hidden=4, out_shape=(3, 4, 4))

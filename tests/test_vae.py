@@ -49,6 +49,7 @@ def test_neg_elbo_is_energy_minus_entropy():
     import srl
 
     entropy = sum(np.sum(0.5 * (l + math.log(2 * math.pi) + 1), axis=1) for l in lv)
+    # −ELBO = E(z) − H[q] per draw (docs/math.md §8): the same float64 terms in another order
     np.testing.assert_allclose(values, srl.energy(gen, p, x, z, sigma=0.5) - entropy, rtol=1e-13)
     # IWAE with one sample is −log p(x, z) + log q(z|x) at that sample: ≥ −ELBO on average
     iw1 = vae.iw_bound(xp, gen, enc, p, q, x, 0.5, n_samples=1, seed=0)
