@@ -255,7 +255,7 @@ def test_kill_9_during_a_checkpoint_write_then_resume_is_exact_and_clean(tmp_pat
     out = tmp_path / "run"
     proc = _writer(out, epochs=3)
     proc.kill()
-    proc.wait()
+    proc.communicate()
     assert (out / runlock.LOCK_NAME).exists() and list(out.glob(".checkpoint.npz.*.tmp"))
     with pytest.warns(runlock.StaleLockWarning):
         resumed = _run(out, epochs=3, resume=True)
