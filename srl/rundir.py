@@ -182,8 +182,14 @@ class RunDirectory:
 
     def log(self, record: dict) -> None:
         """Append one iteration's record to ``metrics.jsonl`` and flush it (readable while training)."""
-        self._log.write(json.dumps(record) + "\n")
-        self._log.flush()
+        try:
+            self._log.write(json.dumps(record) + "\n")
+            self._log.flush()
+        except OSError as exc:
+            err = OSError(f"could not append to {self.metrics} ({exc.strerror or exc}); the last checkpoint is "
+                          "unchanged: free space (or fix the disk) and continue with --resume")
+            err.errno = exc.errno
+            raise err from exc
 
     # -- checkpoint ---------------------------------------------------------------------------
 

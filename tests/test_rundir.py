@@ -340,3 +340,37 @@ def test_the_config_is_the_recorded_run_after_overwrite_and_resume(tmp_path):
     _run(out, epochs=2, resume=True)
     doc = json.loads((out / "config.json").read_text())
     assert TrainConfig.from_json(doc["train"]) == dataclasses.replace(_cfg(out, epochs=2))
+
+
+def test_full_disk_while_logging_is_one_line_naming_the_log(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from srl import rundir
+
+    calls = []
+
+    class FullLog:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            calls.append(text)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.fh.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    real_start = rundir.RunDirectory.start
+
+    def start(self, *a, **k):
+        real_start(self, *a, **k)
+        self._log = FullLog(self._log)
+
+    monkeypatch.setattr(rundir.RunDirectory, "start", start)
+    assert main(["train", *TINY_ARGS, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert f"could not append to {tmp_path / 'run' / 'metrics.jsonl'} (No space left on device)" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / runlock.LOCK_NAME).exists()
