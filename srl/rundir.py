@@ -85,6 +85,7 @@ class RunDirectory:
         self.path = Path(path)
         self.files = self.path  # where the run writes now: STAGING while it replaces another run
         self.saved_iteration = None  # iteration of the run's checkpoint in ``path``, once there is one
+        self.created = False  # whether ``prepare`` created ``path``
         self._log = None
         self._lock = None
 
@@ -102,6 +103,7 @@ class RunDirectory:
         if resume and not self.path.is_dir():
             raise RunDirectoryError(f"--resume: {self.path} does not exist, so it holds no run to continue; drop "
                                     "--resume to start a new run there")
+        self.created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -124,9 +126,16 @@ class RunDirectory:
         shutil.rmtree(self.path / STAGING, ignore_errors=True)
 
     def unlock(self) -> None:
+        """Release the lock; a directory this run created and left empty (it failed before its
+        first write) is removed."""
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.created:
+            try:
+                self.path.rmdir()  # only if empty
+            except OSError:
+                pass
 
     def run_files(self) -> list:
         """The files of a run present in ``path`` (empty: no run there)."""

@@ -111,6 +111,12 @@ def test_a_failing_replacement_leaves_the_previous_run_exactly(tmp_path, monkeyp
     assert _snapshot(out) == before  # no .srl-new/, no lock, same bytes
 
 
+def test_a_run_that_fails_before_writing_leaves_no_directory(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        _run(tmp_path / "new" / "run", data=str(tmp_path / "no-such-images"))
+    assert sorted(os.listdir(tmp_path)) == ["new"] and not (tmp_path / "new" / "run").exists()
+
+
 def test_resume_of_a_directory_without_a_run_is_refused(tmp_path):
     with pytest.raises(RunDirectoryError, match="does not exist, so it holds no run to continue; drop --resume"):
         _run(tmp_path / "absent", resume=True)
