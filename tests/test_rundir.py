@@ -14,9 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from srl import checkpoint, runlock
+from srl import DivergenceError, RunDirectoryError, checkpoint, runlock
 from srl.cli import main
-from srl.errors import DivergenceError, RunDirectoryError
 from srl.train import TrainConfig, train
 
 TINY = dict(limit=40, latent_dims=(2,), hidden=4, batch_size=10, n_steps=2, step_method="fixed",
