@@ -222,8 +222,8 @@ def test_changed_training_data_are_refused_on_resume(tmp_path):
 # -- no leftovers, interruptions ------------------------------------------------------------------
 
 SLOW_SECOND_CHECKPOINT = """
-import os, sys, time
-from srl.train import TrainConfig, train
+import json, os, sys, time
+from srl.cli import main
 real_fsync, calls = os.fsync, []
 def slow_fsync(fd):
     calls.append(fd)
@@ -232,15 +232,14 @@ def slow_fsync(fd):
         time.sleep(60)
     real_fsync(fd)
 os.fsync = slow_fsync
-cfg = TrainConfig(**{TINY!r}, out=sys.argv[1])
-train(cfg, progress=False, evaluate_at_end=False)
+sys.exit(main(["train", *json.loads(sys.argv[2]), "--out", sys.argv[1]]))
 """
 
 
 def _writer(out, epochs):
-    script = SLOW_SECOND_CHECKPOINT.replace("{TINY!r}", repr({**TINY, "epochs": epochs}))
-    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args = json.dumps([*TINY_ARGS, "--epochs", str(epochs)])  # the last --epochs wins
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SECOND_CHECKPOINT, str(out), args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     assert list(out.glob(".checkpoint.npz.*.tmp"))  # caught in the middle of the write
     return proc
@@ -251,7 +250,8 @@ def test_sigterm_during_a_checkpoint_write_leaves_no_temporary_file(tmp_path):
     proc = _writer(out, epochs=3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "Terminated" in err
+    assert proc.returncode == 143 and "Traceback" not in err
+    assert f"interrupted; the checkpoint in {out} (iteration 4) is intact" in err
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "metrics.jsonl"]  # no .tmp, no lock
     assert _saved_iteration(out) == 4  # the first checkpoint, intact
 
