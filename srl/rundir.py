@@ -97,9 +97,11 @@ class RunDirectory:
     def metrics(self) -> Path:
         return self.files / "metrics.jsonl"
 
-    def prepare(self, *, resume: bool = False) -> None:
+    def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
         """Create the directory (for ``resume`` it must exist); ``PermissionError`` if it
         cannot be written."""
+        if resume and overwrite:
+            raise RunDirectoryError("--resume continues the run in the directory and --overwrite replaces it; give one")
         if resume and not self.path.is_dir():
             raise RunDirectoryError(f"--resume: {self.path} does not exist, so it holds no run to continue; drop "
                                     "--resume to start a new run there")
@@ -144,8 +146,6 @@ class RunDirectory:
     def check_mode(self, *, resume: bool, overwrite: bool) -> None:
         """Refuse to start a run that would silently replace another, or to resume nothing."""
         existing = self.run_files()
-        if resume and overwrite:
-            raise RunDirectoryError("--resume continues the run in the directory and --overwrite replaces it; give one")
         if resume and "checkpoint.npz" not in existing:
             found = f" (it has {', '.join(existing)} but no checkpoint)" if existing else ""
             raise RunDirectoryError(f"--resume: {self.path} holds no run to continue{found}; drop --resume to start "
