@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Optional
 
 import numpy as np
@@ -106,6 +107,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "step_every", "step_subset", "checkpoint_every", "eval_n_bound",
                      "eval_iw_chains"):
             _check_int(name, getattr(self, name), minimum=1)
+        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
+            raise ValueError(f"{_named('out')} must name a directory, got {self.out!r}")
         _check_int("n_steps", self.n_steps, minimum=0)
         _check_int("seed", self.seed, minimum=0)
         for name, minimum in (("limit", 1), ("hidden", 1), ("channels", 1), ("blas_threads", 0)):

@@ -85,6 +85,7 @@ class RunDirectory:
         self.path = Path(path)
         self.files = self.path  # where the run writes now: STAGING while it replaces another run
         self.saved_iteration = None  # iteration of the run's checkpoint in ``path``, once there is one
+        self.created = False  # whether ``prepare`` created ``path``
         self._log = None
         self._lock = None
 
@@ -96,12 +97,15 @@ class RunDirectory:
     def metrics(self) -> Path:
         return self.files / "metrics.jsonl"
 
-    def prepare(self, *, resume: bool = False) -> None:
+    def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
         """Create the directory (for ``resume`` it must exist); ``PermissionError`` if it
         cannot be written."""
+        if resume and overwrite:
+            raise RunDirectoryError("--resume continues the run in the directory and --overwrite replaces it; give one")
         if resume and not self.path.is_dir():
             raise RunDirectoryError(f"--resume: {self.path} does not exist, so it holds no run to continue; drop "
                                     "--resume to start a new run there")
+        self.created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -124,9 +128,16 @@ class RunDirectory:
         shutil.rmtree(self.path / STAGING, ignore_errors=True)
 
     def unlock(self) -> None:
+        """Release the lock; a directory this run created and left empty (it failed before its
+        first write) is removed."""
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.created:
+            try:
+                self.path.rmdir()  # only if empty
+            except OSError:
+                pass
 
     def run_files(self) -> list:
         """The files of a run present in ``path`` (empty: no run there)."""
@@ -135,8 +146,6 @@ class RunDirectory:
     def check_mode(self, *, resume: bool, overwrite: bool) -> None:
         """Refuse to start a run that would silently replace another, or to resume nothing."""
         existing = self.run_files()
-        if resume and overwrite:
-            raise RunDirectoryError("--resume continues the run in the directory and --overwrite replaces it; give one")
         if resume and "checkpoint.npz" not in existing:
             found = f" (it has {', '.join(existing)} but no checkpoint)" if existing else ""
             raise RunDirectoryError(f"--resume: {self.path} holds no run to continue{found}; drop --resume to start "
@@ -182,8 +191,14 @@ class RunDirectory:
 
     def log(self, record: dict) -> None:
         """Append one iteration's record to ``metrics.jsonl`` and flush it (readable while training)."""
-        self._log.write(json.dumps(record) + "\n")
-        self._log.flush()
+        try:
+            self._log.write(json.dumps(record) + "\n")
+            self._log.flush()
+        except OSError as exc:
+            err = OSError(f"could not append to {self.metrics} ({exc.strerror or exc}); the last checkpoint is "
+                          "unchanged: free space (or fix the disk) and continue with --resume")
+            err.errno = exc.errno
+            raise err from exc
 
     # -- checkpoint ---------------------------------------------------------------------------
 

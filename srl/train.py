@@ -133,7 +133,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
 
 def _train(cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations):
     run = RunDirectory(cfg.out)
-    run.prepare(resume=resume)
+    run.prepare(resume=resume, overwrite=overwrite)
     try:
         run.lock()
         run.check_mode(resume=resume, overwrite=overwrite)
