@@ -191,9 +191,9 @@ def _output(a, name):
 
 
 def _test_data(cfg, gen):
-    from . import data as data_mod
+    from .train import load_data
 
-    return data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit).test
+    return load_data(cfg, shape=gen.out_shape).test
 
 
 def _cmd_sample(a):
