@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -85,14 +86,17 @@ def evaluate_chunk(run_dir: Path, ds, n_test):
         x_hat = vae_reconstruct(xp, gen, enc, gen_p, enc_p, x)
         lam = None
     mse = float(np.mean((_backend.to_numpy(x_hat) - ds.test[:n_test]) ** 2))
-    syn = _synthesis_metrics(gen, gen_p, seed=cfg.seed, n_samples=1000, x_reference=ds.test)
+    syn = _synthesis_metrics(gen, gen_p, seed=cfg.seed, n_samples=1000, x_reference=ds.test, dataset=cfg.data)
     fd = syn.get("frechet_digits", syn.get("frechet_fashion"))
     return {"mse": mse, "frechet": fd, "step_size": list(s), "hessian_max": lam}
 
 
-def run_one(cfg, every, n_test, log):
-    from srl import data as data_mod
-    from srl.train import load_data, train
+def train_with_curve(cfg, every, n_test, *, on_chunk=None, summary=False):
+    """Train ``cfg`` in chunks of ``every`` epochs (exact resume between chunks), evaluate
+    after each (``RUN/curve.jsonl``, a snapshot ``RUN/checkpoint-eNNNN.npz``), and with
+    ``summary`` write the end-of-run pictures and ``summary.json`` (srl.train.finish).
+    Finished chunks are skipped, so an interrupted call resumes where it stopped."""
+    from srl.train import finish, load_data, load_run, train
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,18 +104,65 @@ def run_one(cfg, every, n_test, log):
     done = [json.loads(l) for l in curve_path.read_text().splitlines()] if curve_path.exists() else []
     ds = load_data(cfg)
     per_epoch = ds.train.shape[0] // cfg.batch_size
-    for e in range(every, cfg.epochs + 1, every):
+    for e in list(range(every, cfg.epochs + 1, every)) + ([cfg.epochs] if cfg.epochs % every else []):
         if any(r["epoch"] == e for r in done):
             continue
         t = time.perf_counter()
-        train(cfg, resume=True, progress=False, evaluate_at_end=False, max_iterations=e * per_epoch)
-        rec = {"epoch": e, **evaluate_chunk(out, ds, n_test), "seconds": time.perf_counter() - t}
+        # continue the run from its checkpoint; without one, (re)start it: leftovers of a run
+        # interrupted before its first checkpoint are replaced
+        started = (out / "checkpoint.npz").exists()
+        train(cfg, resume=started, overwrite=not started, progress=False, evaluate_at_end=False,
+              max_iterations=e * per_epoch)
+        seconds = time.perf_counter() - t
+        shutil.copyfile(out / "checkpoint.npz", out / f"checkpoint-e{e:04d}.npz")
+        rec = {"epoch": e, **evaluate_chunk(out, ds, n_test), "seconds": seconds}
         with open(curve_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         done.append(rec)
-        log(f"{out.name} epoch {e}: mse {rec['mse']:.4f} fd {rec['frechet']:.3f} "
-            f"s {'/'.join(f'{v:.3g}' for v in rec['step_size'])} λmax {rec['hessian_max']}")
+        if on_chunk is not None:
+            on_chunk(e, rec)
+    if summary and not (out / "summary.json").exists():
+        gen, params, s, _ = load_run(out)
+        history = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+        metrics = finish(cfg, gen, params, s, history, ds, out)
+        metrics["train_seconds"] = sum(r["seconds"] for r in done)
+        (out / "summary.json").write_text(json.dumps(metrics, indent=2))
     (out / "curve.done").write_text("ok")
+
+
+def run_one(cfg, every, n_test, log):
+    def report(e, rec):
+        log(f"{Path(cfg.out).name} epoch {e}: mse {rec['mse']:.4f} fd {rec['frechet']:.3f} "
+            f"s {'/'.join(f'{v:.3g}' for v in rec['step_size'])} λmax {rec['hessian_max']}")
+
+    train_with_curve(cfg, every, n_test, on_chunk=report)
+
+
+def s_grid(ckpt: Path, n_test=100, grid=None):
+    """At a snapshot: held-out MSE, J_jac and the reverse-kernel bound over a grid of tied s,
+    and the Hessian's λ_max at z_K: is the objective's best s the reconstruction's best s?"""
+    from srl import _backend, objective_values
+    from srl.evaluate import reconstruct, to_backend
+    from srl.train import load_data, load_run
+
+    gen, p, s_run, cfg = load_run(ckpt)
+    ds = load_data(cfg)
+    x_host = ds.test[:n_test]
+    x = to_backend(x_host, p[next(iter(p))])
+    grid = np.exp(np.linspace(np.log(0.01), np.log(0.3), 11)) if grid is None else grid
+    rows = []
+    for v in grid:
+        st = (float(v),) * len(gen.latent_dims)
+        x_hat, _ = reconstruct(gen, p, x, step_size=st, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=[7, 6])
+        row = {"s": float(v), "mse": float(np.mean((_backend.to_numpy(x_hat) - x_host) ** 2))}
+        for kind in ("jacobian", "reverse"):
+            try:
+                row[kind] = float(np.mean(_backend.to_numpy(objective_values(
+                    gen, p, x, step_size=st, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=7, kind=kind))))
+            except FloatingPointError:
+                row[kind] = float("nan")
+        rows.append(row)
+    return {"checkpoint": str(ckpt), "step_size": list(s_run), "grid": rows}
 
 
 def plot(out_root: Path, path: Path):
@@ -159,10 +210,18 @@ def main(argv=None):
     p.add_argument("--data", default="digits")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--plot", default=None, help="write the curves of every run under --out to this PNG")
+    p.add_argument("--s-grid", nargs="*", default=None, help="snapshots (checkpoint-eNNNN.npz) to scan over s")
     a = p.parse_args(argv)
     out_root = Path(a.out)
     if a.plot:
         plot(out_root, Path(a.plot))
+        return 0
+    if a.s_grid:
+        for c in a.s_grid:
+            r = s_grid(Path(c))
+            print(json.dumps(r), flush=True)
+            with open(out_root / "s_grid.jsonl", "a") as f:
+                f.write(json.dumps(r) + "\n")
         return 0
     seeds = [int(s) for s in a.seeds.split(",")]
     t0 = time.time()
