@@ -191,9 +191,9 @@ def _output(a, name):
 
 
 def _test_data(cfg, gen):
-    from . import data as data_mod
+    from .train import load_data
 
-    return data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit).test
+    return load_data(cfg, shape=gen.out_shape).test
 
 
 def _cmd_sample(a):
@@ -234,10 +234,10 @@ def _cmd_eval(a):
     test = _test_data(cfg, gen)
     if enc is not None:
         metrics = evaluate_vae(gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
-                               iw_chains=a.iw_chains, fid_weights=a.fid_weights)
+                               iw_chains=a.iw_chains, fid_weights=a.fid_weights, dataset=cfg.data)
     else:
         metrics = evaluate(gen, gen_p, test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
-                           n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights)
+                           n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights, dataset=cfg.data)
     metrics["step_size"] = list(s)
     if a.json:
         print(json.dumps(metrics, indent=2))

@@ -286,13 +286,13 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path) -> 
         x_hat = vae_reconstruct(xp, gen, Encoder(gen), gen_p, enc_p, x)
         title = "held-out data (odd rows) and VAE reconstructions g(μ(x))"
         metrics = evaluate_vae(gen, Encoder(gen), gen_p, enc_p, ds.test, sigma=cfg.sigma, seed=cfg.seed,
-                               n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains)
+                               n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data)
     else:
         x_hat, _ = reconstruct(gen, gen_p, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
                                seed=[cfg.seed, 6])
         title = f"held-out data (odd rows) and short-run reconstructions, K={cfg.n_steps}"
         metrics = evaluate(gen, gen_p, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                           seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains)
+                           seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data)
     viz.save_reconstructions(out / "reconstructions.png", x, x_hat, n=32, title=title)
     metrics["step_size"] = [float(v) for v in step_size]
     metrics["iterations"] = len(history)
