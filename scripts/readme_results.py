@@ -263,6 +263,7 @@ def main(argv=None) -> int:
         for run, src, dst in PICTURES:
             shutil.copyfile(work / run / src, FIGURES / dst)
         pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+        text = README.read_text()  # again: the README may have changed during the runs
         README.write_text(pattern.sub(lambda m: block, text, count=1))
         print(f"README.md and docs/figures/train_*.png rewritten from {work}")
     finally:
