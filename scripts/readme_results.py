@@ -250,13 +250,14 @@ def main(argv=None) -> int:
         work = Path(a.work).resolve()
         work.mkdir(parents=True, exist_ok=True)
     try:
+        commit = _commit()  # before the runs: the code they import is this commit's
         with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
             futures = {name: pool.submit(run_one, work, name, extra + extra_args) for name, extra in RUNS.items()}
             res = {name: f.result() for name, f in futures.items()}
         ctx = real_digit_context(int(res["optimized"].get("n_samples", 1000)))
         machine = f"a {os.cpu_count()}-core {platform.machine()} CPU"
         date = datetime.date.today().isoformat()
-        block = render(res, ctx, machine=machine, date=date, commit=_commit())
+        block = render(res, ctx, machine=machine, date=date, commit=commit)
         if a.dry_run:
             print(block)
             return 0
