@@ -207,7 +207,7 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
         f"20 draws) score {ctx['real_fd_mean']:.2f} ± {ctx['real_fd_std']:.2f} against the same held-out reference. "
         "Bits per dimension are in `summary.json`.",
         "",
-        f"These numbers come from `scripts/readme_results.py` (srl at commit {commit}), which reruns the three "
+        f"These numbers come from `scripts/readme_results.py` (the package as of commit {commit}), which reruns the three "
         "commands and rewrites this paragraph and the pictures.",
         END,
     ]
@@ -215,10 +215,11 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
 
 
 def _commit() -> str:
+    """The last commit that changed the package (``srl/``, ``backends/``, ``pyproject.toml``)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "srl"], cwd=ROOT,
+        out = subprocess.run(["git", "log", "-1", "--format=%h", "--abbrev=10", "--", "srl", "backends",
+                              "pyproject.toml"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "srl", "backends"], cwd=ROOT,
                                capture_output=True, text=True, check=True).stdout.strip()
         return out + (" with local changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
