@@ -34,8 +34,11 @@ def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
     in every later state, so checking ``z_K`` alone catches it without synchronising
     with the device at every step.
 
-    The noise-free linearisation of (2.1) is stable only while (s²/2)·λ_max(H) < 2, and
-    λ_max(H) ≥ 1 because of the prior term, so every s > 2 diverges.
+    Near a stationary point the noise-free linearisation of (2.1) is stable only while
+    every eigenvalue of A^{1/2} H A^{1/2} lies in (0, 2), i.e. (s²/2)·λ_max(H) < 2 for
+    one shared s (docs/math.md eq. 2.2). Where H ⪰ I (a generator linear in z, for
+    example) that rules out every s > 2; in general the residual-curvature part of H can
+    be indefinite, so this check looks at the outcome instead.
     """
     ok = None
     for a in z:
