@@ -199,7 +199,7 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
         "|---|---|---|",
         *rows,
         "",
-        f"{cmp_mse}{fr}. Optimizing J_jac instead (`srl train --step-objective jacobian`, "
+        f"{cmp_mse}{fr}. Optimizing J_jac instead (`srl train --step-objective jacobian --out runs/digits-jacobian`, "
         f"{cpu(jac)}) gives MSE {jac['mse_per_pixel']:.4f}{jac_fr}, with final step sizes "
         f"{_fmt_s(jac['step_size'])}. The Fréchet distance compares Gaussians fitted to the penultimate "
         f"features of a small MLP classifier trained on the digits training split ({100 * ctx['classifier_accuracy']:.1f} % "
