@@ -87,8 +87,9 @@ def run_one(work: Path, name: str, extra: list) -> dict:
         elif out.exists():
             cmd.append("--overwrite")  # a run stopped before its first checkpoint
         print(f"[{name}] srl train {' '.join(extra + ['--out', str(out)])}", flush=True)
+        commit = _commit()  # the code this run imports
         cpu, wall = _run_timed(cmd)
-        timing.write_text(json.dumps({"cpu_seconds": cpu, "wall_seconds": wall}))
+        timing.write_text(json.dumps({"cpu_seconds": cpu, "wall_seconds": wall, "commit": commit}))
     result = json.loads(summary.read_text())
     result.update(json.loads(timing.read_text()))
     result["config"] = json.loads((out / "config.json").read_text())
@@ -251,14 +252,14 @@ def main(argv=None) -> int:
         work = Path(a.work).resolve()
         work.mkdir(parents=True, exist_ok=True)
     try:
-        commit = _commit()  # before the runs: the code they import is this commit's
         with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
             futures = {name: pool.submit(run_one, work, name, extra + extra_args) for name, extra in RUNS.items()}
             res = {name: f.result() for name, f in futures.items()}
         ctx = real_digit_context(int(res["optimized"].get("n_samples", 1000)))
         machine = f"a {os.cpu_count()}-core {platform.machine()} CPU"
         date = datetime.date.today().isoformat()
-        block = render(res, ctx, machine=machine, date=date, commit=commit)
+        commits = sorted({r.get("commit", "unknown") for r in res.values()})
+        block = render(res, ctx, machine=machine, date=date, commit=" / ".join(commits))
         if a.dry_run:
             print(block)
             return 0
