@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -212,7 +213,10 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
         "commands and rewrites this paragraph and the pictures.",
         END,
     ]
-    return "\n".join(lines)
+    # prose paragraphs wrapped like the rest of the README; table rows and images stay on one line
+    return "\n".join(line if line.startswith(("|", "<!--", "`samples")) or not line else
+                     textwrap.fill(line, width=92, break_long_words=False, break_on_hyphens=False)
+                     for line in lines)
 
 
 def _commit() -> str:
