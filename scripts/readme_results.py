@@ -194,7 +194,7 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
         f"Held-out numbers ({opt['n_test']} test digits; bounds on the first {opt['n_bound']}), against the same "
         f"run with the step size held at the paper's s = {s0:g} "
         f"(`srl train --step-method fixed --out runs/digits-fixed`, "
-        f"{cpu(fix)}; its reconstructions: "
+        f"{cpu(fix)} of CPU time; its reconstructions: "
         "[train_fixed_reconstructions.png](docs/figures/train_fixed_reconstructions.png)):",
         "",
         f"| metric | optimized s (default) | fixed s = {s0:g} |",
@@ -202,7 +202,7 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
         *rows,
         "",
         f"{cmp_mse}{fr}. Optimizing J_jac instead (`srl train --step-objective jacobian --out runs/digits-jacobian`, "
-        f"{cpu(jac)}) gives MSE {jac['mse_per_pixel']:.4f}{jac_fr}, with final step sizes "
+        f"{cpu(jac)} of CPU time) gives MSE {jac['mse_per_pixel']:.4f}{jac_fr}, with final step sizes "
         f"{_fmt_s(jac['step_size'])}. The Fréchet distance compares Gaussians fitted to the penultimate "
         f"features of a small MLP classifier trained on the digits training split ({100 * ctx['classifier_accuracy']:.1f} % "
         f"held-out accuracy; `srl.frechet`); real digits (random sets of {ctx['real_fd_n']} training images, "
