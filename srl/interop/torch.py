@@ -21,8 +21,11 @@ Two jobs (see ``docs/models.md`` and ``docs/math.md``):
    a loop that draws its own noise with ``torch.randn`` (``docs/crosscheck.md``).  Both
    live in their own modules and are imported on first use.
 
-Apart from those two, this module imports nothing from the rest of ``srl``; it stands
-alone on ``torch`` and ``numpy``.
+The export and the oracle import nothing from the rest of ``srl``: they stand alone on
+``torch`` and ``numpy``, which is what makes the oracle independent. Three functions
+reach into srl, each only when called: :func:`from_torch` (``srl.models`` and
+``srl._backend``, to build an srl generator and its parameters), and :func:`crosscheck`
+and :func:`prescribed_noise` (their own modules, which use srl).
 
 Conventions used throughout the oracle:
 
