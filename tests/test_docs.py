@@ -4,8 +4,8 @@
 * every test it names (``tests/test_x.py::test_name``) is defined in that file;
 * every equation and section cited as "docs/math.md eq. (N)" / "§N" anywhere in the
   repository exists in docs/math.md;
-* every file linked from README.md and docs/*.md exists, and nothing refers to a file
-  outside the repository.
+* every file linked from README.md and docs/*.md, or named there as a repository path
+  (``srl/…``, ``tests/…``, …), exists, and nothing refers to a file outside the repository.
 """
 
 from __future__ import annotations
@@ -74,11 +74,13 @@ def test_every_test_named_in_math_md_exists():
     assert not missing, f"docs/math.md names tests that do not exist: {missing}"
 
 
-def test_every_repository_path_in_math_md_exists():
-    missing = [span for span in _code_spans(_math_text())
-               if re.fullmatch(r"(srl|reference|backends|tests|scripts|docs)/[\w./]*", span)
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_repository_path_in_the_docs_exists(path):
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)  # not code blocks
+    missing = [span for span in _code_spans(text)
+               if re.fullmatch(r"(srl|reference|backends|tests|scripts|docs|benchmarks)/[\w./-]*", span)
                and not (ROOT / span).exists()]
-    assert not missing, f"docs/math.md names files that do not exist: {missing}"
+    assert not missing, f"{path.relative_to(ROOT)} names files that do not exist: {missing}"
 
 
 def _labels():
