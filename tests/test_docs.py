@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -30,8 +31,15 @@ def _resolve(dotted: str) -> bool:
     """Import the longest importable module prefix of ``dotted``, then getattr the rest."""
     parts = dotted.split(".")
     for i in range(len(parts), 0, -1):
+        module = ".".join(parts[:i])
         try:
-            obj = importlib.import_module(".".join(parts[:i]))
+            obj = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module and exc.name.split(".")[0] != "srl" and importlib.util.find_spec(module):
+                # the module exists but needs an optional dependency (torch) that is not
+                # installed here; the names inside it are checked where it is installed
+                return True
+            continue
         except ImportError:
             continue
         try:

@@ -338,7 +338,10 @@ def test_divergent_step_sizes_back_off_with_a_warning():
         opt = AdamLogStep(kind="reverse")
         upd, state = opt.update(opt.init(), gen, p, x, (1e5, 1e5), n_steps=25, sigma=0.05, seed=0)
     assert state == opt.init()  # the moments are reset
-    assert upd.diverged and upd.step_size == (0.5e5 if 0.5e5 < 2.0 else 2.0,) * 2
+    assert upd.diverged and upd.step_size == (2.0, 2.0)  # 1e5 · backoff 0.5, clipped to max_step = 2
+    with pytest.warns(StepSizeWarning, match="diverged"), np.errstate(all="ignore"):
+        upd, _ = opt.update(opt.init(), gen, p, x, (3.0, 3.0), n_steps=25, sigma=0.05, seed=0)
+    assert upd.diverged and upd.step_size == (1.5, 1.5)  # s > 2 diverges (docs/math.md §2); 3 · backoff 0.5
     with pytest.warns(StepSizeWarning, match="discarded"), np.errstate(all="ignore"):
         upd, _ = GridSearch(kind="jacobian", candidates=(0.05, 1e5)).update(None, gen, p, x, (0.1, 0.1), n_steps=5,
                                                                             sigma=0.05, seed=0)
