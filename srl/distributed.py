@@ -36,6 +36,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import sys
 import uuid
 from dataclasses import dataclass
@@ -112,7 +113,9 @@ class Workers:
         try:
             return fn(*args)
         except RuntimeError as exc:  # gloo/NCCL errors are RuntimeError (DistBackendError)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # gloo: "[.../pair.cc:553] Connection closed by peer [127.0.0.1]:4711. This is typically ..."
+            first = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
             raise WorkerLostError(
                 f"worker {self.rank} of {self.size}: {what} failed — another worker died, hung for more than "
                 f"the {self.timeout:g} s collective timeout, or was stopped ({first})"
