@@ -242,6 +242,15 @@ def _load(a):
     return gen, gen_p, enc, enc_p, s, cfg
 
 
+def _saved_config(run):
+    """The training configuration stored in a run's checkpoint."""
+    from . import checkpoint
+    from .config import TrainConfig
+
+    path = Path(run)
+    return TrainConfig.from_json(checkpoint.load(path / "checkpoint.npz" if path.is_dir() else path)["meta"]["config"])
+
+
 def _output(a, name):
     run = Path(a.run)
     return Path(a.output or (run if run.is_dir() else run.parent) / name)
@@ -286,14 +295,15 @@ def _cmd_eval(a):
 
     if _local_workers_wanted(a):
         return distributed.launch(a.argv, a.nproc)
-    gen, gen_p, enc, enc_p, s, cfg = _load(a)
-    if a.fid_weights is not None and tuple(gen.out_shape) != (1, 8, 8):
-        from . import inception
-
-        inception.load_fid_inception(a.fid_weights)  # a bad weights file fails before the evaluation
-    test = _test_data(cfg, gen)
-    workers = _workers(a, a.backend or cfg.backend, a.device if a.device is not None else cfg.device)
+    saved = _saved_config(a.run)  # the device must be chosen before the parameters are loaded onto it
+    workers = _workers(a, a.backend or saved.backend, a.device if a.device is not None else saved.device)
     try:
+        gen, gen_p, enc, enc_p, s, cfg = _load(a)
+        if a.fid_weights is not None and tuple(gen.out_shape) != (1, 8, 8):
+            from . import inception
+
+            inception.load_fid_inception(a.fid_weights)  # a bad weights file fails before the evaluation
+        test = _test_data(cfg, gen)
         if enc is not None:  # the VAE's evaluation is not split: worker 0 does it alone
             metrics = evaluate_vae(gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
                                    iw_chains=a.iw_chains, fid_weights=a.fid_weights) if workers.is_main else {}
