@@ -50,6 +50,11 @@ from .random import chain_noise
 #: seconds a collective may wait for the slowest worker before the run is declared lost
 DEFAULT_TIMEOUT = 300.0
 
+#: seconds the local launcher gives its workers to exit when it is interrupted, before SIGKILL
+#: (nothing needs a graceful exit: checkpoints are atomic). After a worker *fails*, torch's agent
+#: stops the others with its own fixed grace of 30 s, which only a stopped process ever uses up.
+SHUTDOWN_GRACE = 5
+
 #: environment variables that ``torch.distributed.run`` (torchrun) sets for each worker
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -341,8 +346,8 @@ def launch(args: Sequence[str], nproc: int, *, module: str = "srl") -> int:
 
     Workers are started by ``torch.distributed.run``'s elastic agent with a c10d
     rendezvous on 127.0.0.1 (a free port), no restarts. When a worker fails the agent stops
-    the others; the first failure is reported in one line on stderr and its exit status
-    returned (1 when it was killed by a signal).
+    the others (SIGTERM, then SIGKILL after a grace period); the first failure is reported
+    in one line on stderr and its exit status returned (1 when it was killed by a signal).
     """
     if int(nproc) < 1:
         raise ValueError(f"--nproc must be a positive number of processes, got {nproc!r}")
@@ -360,7 +365,7 @@ def launch(args: Sequence[str], nproc: int, *, module: str = "srl") -> int:
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
-                          monitor_interval=0.2, local_addr="127.0.0.1")
+                          monitor_interval=0.2, local_addr="127.0.0.1", shutdown_timeout=SHUTDOWN_GRACE)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", module, *args)
     except ChildFailedError as exc:
