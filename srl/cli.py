@@ -248,7 +248,8 @@ def _saved_config(run):
     from .config import TrainConfig
 
     path = Path(run)
-    return TrainConfig.from_json(checkpoint.load(path / "checkpoint.npz" if path.is_dir() else path)["meta"]["config"])
+    saved = checkpoint.load(path / "checkpoint.npz" if path.is_dir() else path, required=("config",))
+    return TrainConfig.from_json(saved["meta"]["config"])
 
 
 def _output(a, name):
