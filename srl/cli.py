@@ -204,8 +204,9 @@ def _workers(a, backend, device):
     from . import distributed
 
     workers = distributed.from_environment(timeout=a.timeout, backend=backend, device=device)
-    if not workers.is_main:
-        warnings.simplefilter("ignore")  # worker 0 reports; the others would repeat it
+    if not workers.is_main:  # worker 0 reports warnings and interruptions; the others would repeat them
+        warnings.simplefilter("ignore")
+        a.quiet_interruption = True
     return workers
 
 
@@ -369,7 +370,8 @@ def main(argv=None) -> int:
             raise
         from .train import Terminated
 
-        print(f"srl {args.command}: {_interrupted(args, exc)}", file=sys.stderr)
+        if not getattr(args, "quiet_interruption", False):
+            print(f"srl {args.command}: {_interrupted(args, exc)}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except (ValueError, TypeError, FileNotFoundError, PermissionError, ImportError, FloatingPointError,
             NotADirectoryError, IsADirectoryError) as exc:
