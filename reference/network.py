@@ -126,9 +126,10 @@ class ConvTranspose2d(Node):
     """ConvTranspose2d(cin -> cout, k, stride s, pad p), optional bias, docs/models.md."""
 
     def __init__(self, name, cin, cout, k, stride, padding, bias):
-        """Parameters weight (cin, cout, k, k) [, bias (cout,)], fan_in = cin k k (docs/models.md)."""
+        """Parameters weight (cin, cout, k, k) [, bias (cout,)], fan_in = cout k k: PyTorch takes
+        a transposed convolution's fan-in from weight.size(1) (docs/models.md)."""
         self.name, self.stride, self.padding, self.bias = name, stride, padding, bias
-        fan_in = cin * k * k
+        fan_in = cout * k * k
         self.params = ((name + ".weight", (cin, cout, k, k), fan_in),)
         if bias:
             self.params += ((name + ".bias", (cout,), fan_in),)

@@ -1,9 +1,17 @@
-"""Regenerate docs/REPRODUCTION.md: short-run inference with fixed and optimized step
-sizes against a VAE on the same generator and the same training budget.
+"""Regenerate a section of docs/REPRODUCTION.md: short-run inference with fixed and
+optimized step sizes against a VAE on the same generator and the same training budget.
 
     python scripts/reproduce.py                     # digits, 3 seeds (about 30 min on 2 cores)
+    python scripts/reproduce.py --data fashion-mnist   # needs dataset-fashion-mnist (apt-get)
     python scripts/reproduce.py --quick             # a smoke run of every path (1-2 min)
     python scripts/reproduce.py --data cifar10 --root ~/data --model paper   # a local 32×32 set
+
+Resumable: every run has its own run directory (``--runs``, default
+``runs/reproduce/DATA/METHOD-seedN``) and trains in chunks of ``--every`` epochs with the
+exact checkpoint/resume of ``srl train``; a rerun skips finished runs (``summary.json``),
+resumes an interrupted one from its last chunk, and prints its progress with an estimate
+of the time left. After each chunk the held-out MSE and Fréchet distance are recorded
+(``curve.jsonl``), so the report shows whether each run ended near its best.
 
 Every method trains the same generator architecture with the same data, epochs, batch
 size, learning rate and seeds; they differ only in how z is inferred:
@@ -15,9 +23,10 @@ size, learning rate and seeds; they differ only in how z is inferred:
 * ``reverse``   s by Adam on log s with the gradient of the reverse-kernel bound (docs/math.md §5);
 * ``vae``       an encoder network and the reparameterised ELBO (srl.vae).
 
-Results (per seed and mean ± standard deviation), plots of the step sizes during
-training and of both objectives over a grid of tied step sizes, and the discussion are
-written to docs/REPRODUCTION.md and docs/figures/.
+Results (per seed and mean ± standard deviation), plots of the step sizes and held-out
+metrics during training, of both objectives over a grid of tied step sizes, sample and
+reconstruction grids per method, and the discussion are written to the DATA section of
+docs/REPRODUCTION.md (between its markers) and to docs/figures/reproduction_DATA_*.
 """
 
 from __future__ import annotations
@@ -42,45 +51,81 @@ METHODS = {
 }
 
 
-def run_all(args, out_runs: Path):
-    from srl.train import TrainConfig, train
+PRESETS = {
+    # The first 500 train and 500 test images at 28×28, the dense generator, 10 epochs (50
+    # iterations of 100), bounds on 50 test images: chosen by measurement (docs/models.md:
+    # 0.1 s of CPU per short-run iteration) so that the 15 runs fit next to other jobs on a
+    # shared 2-core machine.
+    "fashion-mnist": dict(limit=500, epochs=10, every=5, model="mlp", n_bound=50, n_curve=200),
+}
 
-    results = {}
+
+def run_all(args, out_runs: Path):
+    """Train (or resume, or skip) every run; each lives in its own run directory."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from long_training import train_with_curve
+    from srl.train import TrainConfig, load_data
+
+    plan = []
     for name, kw in METHODS.items():
         if args.methods and name not in args.methods:
             continue
-        for seed in range(args.seeds):
-            out = out_runs / f"{name}-seed{seed}"
+        for seed in range(args.seed_from, args.seeds):
             cfg = TrainConfig(data=args.data, root=args.root, limit=args.limit, model=args.model,
-                              epochs=args.epochs, seed=seed, out=str(out), eval_n_bound=args.n_bound,
-                              eval_iw_chains=8, **kw)
+                              epochs=args.epochs, seed=seed, out=str(out_runs / f"{name}-seed{seed}"),
+                              eval_n_bound=args.n_bound, eval_iw_chains=8, pad=args.pad, **kw)
             if args.latent_dims:
                 cfg.latent_dims = tuple(args.latent_dims)
-            t = time.perf_counter()
-            if (out / "summary.json").exists() and not args.force:
-                metrics = json.loads((out / "summary.json").read_text())
-                history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-            else:
-                res = train(cfg, progress=False, overwrite=True)  # replaces an incomplete or --force'd run
-                metrics, history = res.metrics, res.history
-            metrics["wall_seconds"] = time.perf_counter() - t
-            results.setdefault(name, []).append({"seed": seed, "metrics": metrics, "history": history,
-                                                 "out": str(out)})
-            print(f"{name} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in metrics.items()
-                                                       if isinstance(v, float)}), flush=True)
+            plan.append((name, seed, cfg))
+    n_train = load_data(plan[0][2]).train.shape[0] if plan else 0
+    per_run = args.epochs * (n_train // plan[0][2].batch_size) if plan else 0
+    # cost weights per iteration (measured): VAE ≈ 1/20 of a short-run iteration
+    weight = {name: (0.05 if name == "vae" else 1.0) for name in METHODS}
+    total = sum(weight[n] * per_run for n, _, _ in plan)
+    state = {"done": 0.0, "start": None, "t0": time.perf_counter()}
+    results = {}
+    for i, (name, seed, cfg) in enumerate(plan):
+        out = Path(cfg.out)
+        if not (out / "summary.json").exists():
+            curve = out / "curve.jsonl"
+            resumed = max([json.loads(l)["epoch"] for l in curve.read_text().splitlines()], default=0) \
+                if curve.exists() else 0
+            if state["start"] is None:
+                state["start"] = state["done"] + weight[name] * per_run * resumed / cfg.epochs
+                state["t0"] = time.perf_counter()
+
+            def report(epoch, rec, _name=name, _seed=seed, _i=i, _epochs=cfg.epochs):
+                work = state["done"] + weight[_name] * per_run * epoch / _epochs
+                rate = (time.perf_counter() - state["t0"]) / max(work - state["start"], 1e-9)
+                print(f"[{time.strftime('%H:%M:%S')}] run {_i + 1}/{len(plan)} {_name} seed {_seed} epoch "
+                      f"{epoch}/{_epochs}: held-out mse {rec['mse']:.4f}, Fréchet {rec['frechet']:.3g}; "
+                      f"{100 * work / total:.0f}% done, about {rate * (total - work) / 60:.0f} min left", flush=True)
+
+            train_with_curve(cfg, args.every, n_test=args.n_curve, on_chunk=report, summary=True)
+        metrics = json.loads((out / "summary.json").read_text())
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+        metrics["wall_seconds"] = sum(r["seconds"] for r in curve)
+        fd = metrics.get("frechet_digits", metrics.get("frechet_fashion"))
+        if fd is not None:
+            metrics["frechet"] = fd
+        state["done"] += weight[name] * per_run
+        results.setdefault(name, []).append({"seed": seed, "metrics": metrics, "history": history, "curve": curve,
+                                             "out": str(out)})
+        print(f"{name} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in metrics.items()
+                                                   if isinstance(v, float)}), flush=True)
     return results
 
 
 def objective_grid(run_dir: Path, *, n_examples, seed=0):
     """Both objectives (mean over held-out examples, common noise) on a grid of tied s."""
-    from srl import data as data_mod
     from srl import objective_values
     from srl.evaluate import to_backend
-    from srl.train import load_run, split_run_params
+    from srl.train import load_data, load_run, split_run_params
 
     gen, params, s, cfg = load_run(run_dir)
     gen_p, _, _ = split_run_params(cfg, gen, params)
-    ds = data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit)
+    ds = load_data(cfg, shape=gen.out_shape)
     x = to_backend(ds.test[:n_examples], gen_p[next(iter(gen_p))])
     grid = np.exp(np.linspace(np.log(0.01), np.log(0.6), 14))
     curves = {"J_jac (eq. 4.1)": [], "−log w (eq. 5.1)": []}
@@ -104,14 +149,16 @@ def summarise(values):
 
 ROWS = [
     ("held-out MSE / pixel ([−1, 1] scale) ↓", "mse_per_pixel"),
-    ("digits Fréchet distance (1000 samples) ↓", "frechet_digits"),
+    ("Fréchet distance (1000 samples) ↓", "frechet"),
     ("−ELBO, J_jac [nats] ↓", "neg_elbo_jacobian_nats"),
     ("−ELBO, reverse kernel [nats] ↓", "neg_elbo_reverse_nats"),
     ("−IW-ELBO (M=8), reverse kernel [nats] ↓", "neg_iw8_elbo_reverse_nats"),
     ("−ELBO, VAE [nats] ↓", "neg_elbo_vae_nats"),
     ("−IW-ELBO (M=8), VAE [nats] ↓", "neg_iw8_elbo_vae_nats"),
     ("final step sizes (top group first)", "step_size"),
-    ("training wall time [s]", "train_seconds_this_session"),
+    ("−ELBO, J_jac [bits/dim] ↓", "neg_elbo_jacobian_bpd"),
+    ("−ELBO, VAE [bits/dim] ↓", "neg_elbo_vae_bpd"),
+    ("training wall time [s]", "wall_seconds"),
 ]
 
 
@@ -133,7 +180,7 @@ def table(results):
 
 
 def per_seed(results):
-    keys = ["mse_per_pixel", "frechet_digits", "neg_elbo_jacobian_nats", "neg_iw8_elbo_reverse_nats",
+    keys = ["mse_per_pixel", "frechet", "neg_elbo_jacobian_nats", "neg_iw8_elbo_reverse_nats",
             "neg_elbo_vae_nats"]
     lines = ["| method | seed | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for name, runs in results.items():
@@ -181,7 +228,7 @@ def discussion(results):
         return float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
 
     out = []
-    for key, what in (("mse_per_pixel", "held-out reconstruction MSE"), ("frechet_digits", "digits Fréchet distance")):
+    for key, what in (("mse_per_pixel", "held-out reconstruction MSE"), ("frechet", "Fréchet distance")):
         best_sr = min(("grid", "jacobian", "reverse"), key=lambda n: mean(n, key))
         for other in ("fixed", "vae"):
             a, b = mean(best_sr, key), mean(other, key)
@@ -197,27 +244,79 @@ def discussion(results):
                f"{mean('vae', 'neg_elbo_vae_nats'):.4g} nats and its IWAE {mean('vae', 'neg_iw8_elbo_vae_nats'):.4g}. "
                "The reverse-kernel bound is the loosest of all "
                f"({min(mean(n, 'neg_elbo_reverse_nats') for n in ('fixed', 'grid', 'jacobian', 'reverse')):.4g} nats "
-               "at best; importance weighting with M = 8 chains roughly halves its gap).")
-    sr = [mean(n, "train_seconds_this_session") for n in ("fixed", "grid", "jacobian", "reverse")]
+               "at best; importance weighting with M = 8 chains brings it to "
+               f"{min(mean(n, 'neg_iw8_elbo_reverse_nats') for n in ('fixed', 'grid', 'jacobian', 'reverse')):.4g}).")
+    sr = [mean(n, "wall_seconds") for n in ("fixed", "grid", "jacobian", "reverse")]
     out.append(f"* cost: a VAE iteration needs one gradient pass where short-run inference needs K = 25, so the VAE "
-               f"trained in {mean('vae', 'train_seconds_this_session'):.3g} s against "
+               f"trained in {mean('vae', 'wall_seconds'):.3g} s against "
                f"{min(sr):.3g}–{max(sr):.3g} s for the short-run methods (same epochs).")
     return "\n".join(out)
+
+
+def plot_curves(results, path, fd_label):
+    """Held-out MSE and Fréchet distance during training, every seed of every method."""
+    from srl.viz import _mpl
+
+    plt = _mpl()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (name, runs) in enumerate(results.items()):
+        for j, r in enumerate(runs):
+            ep = [c["epoch"] for c in r["curve"]]
+            for ax, key in zip(axes, ("mse", "frechet")):
+                ax.plot(ep, [c[key] for c in r["curve"]], color=f"C{i}", alpha=0.8, label=name if j == 0 else None)
+    axes[0].set_title("held-out MSE / pixel during training", fontsize=9)
+    axes[1].set_title(f"{fd_label} during training", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def end_vs_best(results):
+    """Per method: how far the last evaluation is above the best one during training."""
+    lines = ["| method | MSE end / best (per seed) | Fréchet end / best (per seed) |", "|---|---|---|"]
+    for name, runs in results.items():
+        cells = []
+        for key in ("mse", "frechet"):
+            cells.append(", ".join(f"{r['curve'][-1][key] / min(c[key] for c in r['curve']):.2f}" for r in runs))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_section(doc: Path, key: str, text: str):
+    """Replace the ``key`` section of ``doc`` (between its markers), or append it."""
+    begin, end = f"<!-- BEGIN {key} (scripts/reproduce.py) -->", f"<!-- END {key} -->"
+    block = f"{begin}\n{text.strip()}\n{end}\n"
+    old = doc.read_text() if doc.exists() else ""
+    if begin in old and end in old:
+        a, b = old.index(begin), old.index(end) + len(end)
+        new = old[:a] + block.rstrip("\n") + old[b:]
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + block
+    doc.write_text(new)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="digits")
     ap.add_argument("--root", default=None)
-    ap.add_argument("--model", default=None, help="default: the srl train default")
+    ap.add_argument("--pad", type=int, default=0)
+    ap.add_argument("--model", default=None, help="default: the srl train default (or the data's preset)")
     ap.add_argument("--latent-dims", type=lambda s: [int(v) for v in s.split(",")], default=None)
-    ap.add_argument("--epochs", type=int, default=None, help="default: the srl train default")
+    ap.add_argument("--epochs", type=int, default=None, help="default: the srl train default (or the preset)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--n-bound", type=int, default=100)
+    ap.add_argument("--seed-from", type=int, default=0,
+                    help="with --methods: train seeds SEED_FROM..SEEDS-1 only (another process takes the rest)")
+    ap.add_argument("--limit", type=int, default=None, help="default: all images (or the preset)")
+    ap.add_argument("--n-bound", type=int, default=None, help="test images for the bounds (default 100 or the preset)")
+    ap.add_argument("--every", type=int, default=None, help="epochs between held-out evaluations (curves)")
+    ap.add_argument("--n-curve", type=int, default=None, help="held-out images per curve evaluation (default 500)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (writes to /tmp, not docs/)")
-    ap.add_argument("--force", action="store_true", help="retrain runs that already have a summary")
-    ap.add_argument("--runs", default=None, help="directory for the training runs")
+    ap.add_argument("--runs", default=None, help="directory for the training runs (default runs/reproduce/DATA)")
     ap.add_argument("--methods", type=lambda s: s.split(","), default=None,
                     help="train only these methods (e.g. to split the work over processes); the report "
                          "needs all of them, so run once more without --methods to write it")
@@ -225,93 +324,118 @@ def main(argv=None):
     from srl.train import TrainConfig
 
     d = TrainConfig()
-    args.model = args.model or d.model
-    args.epochs = args.epochs or d.epochs
+    preset = PRESETS.get(args.data, {})
+    args.model = args.model or preset.get("model", d.model)
+    args.epochs = args.epochs or preset.get("epochs", d.epochs)
+    args.limit = args.limit or preset.get("limit")
+    args.every = args.every or preset.get("every", max(1, args.epochs // 10))
+    args.n_bound = args.n_bound or preset.get("n_bound", 100)
+    args.n_curve = args.n_curve or preset.get("n_curve", 500)
     docs = ROOT / "docs"
     if args.quick:
-        args.seeds, args.epochs, args.limit, args.n_bound = 2, 2, 300, 10
+        args.seeds, args.epochs, args.limit, args.n_bound, args.every, args.n_curve = 2, 2, 300, 10, 1, 50
         docs = Path("/tmp/srl-reproduce-quick")
     figs = docs / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    runs = Path(args.runs) if args.runs else (docs.parent / "runs" / "reproduce" if not args.quick else docs / "runs")
+    runs = Path(args.runs) if args.runs else (ROOT / "runs" / "reproduce" / args.data if not args.quick
+                                              else docs / "runs")
+    t_start = time.perf_counter()
     results = run_all(args, runs)
     if args.methods:
         print("trained the requested methods; run again without --methods to write the report")
         return
-    plot_step_sizes(results, figs / "reproduction_step_sizes.png")
+    tag = args.data.replace("/", "_")
+    plot_step_sizes(results, figs / f"reproduction_{tag}_step_sizes.png")
+    fd_label = {"digits": "digits Fréchet distance", "fashion-mnist": "Fashion-MNIST Fréchet distance"}.get(
+        args.data, "FID")
+    plot_curves(results, figs / f"reproduction_{tag}_curves.png", fd_label)
+    import shutil
+
     from srl.viz import plot_objective_curve
 
+    grids = []
+    for name in results:
+        out = Path(results[name][0]["out"])
+        for what in ("samples", "reconstructions"):
+            shutil.copyfile(out / f"{what}.png", figs / f"reproduction_{tag}_{name}_{what}.png")
+        grids.append(f"| {name} | ![samples {name}](figures/reproduction_{tag}_{name}_samples.png) | "
+                     f"![reconstructions {name}](figures/reproduction_{tag}_{name}_reconstructions.png) |")
     grid_rows = []
     for name in ("fixed", "reverse"):
+        if name not in results:
+            continue
         grid, curves, s, cfg = objective_grid(Path(results[name][0]["out"]), n_examples=min(args.n_bound, 100))
-        plot_objective_curve(figs / f"reproduction_objective_grid_{name}.png", grid, curves,
+        plot_objective_curve(figs / f"reproduction_{tag}_objective_grid_{name}.png", grid, curves,
                              title=f"objectives vs tied s, model trained with '{name}' (seed 0)")
         best = {k: float(grid[int(np.nanargmin(v))]) if np.any(np.isfinite(v)) else math.nan for k, v in curves.items()}
         grid_rows.append(f"| {name} | " + " | ".join(f"{best[k]:.3g}" for k in curves) +
                          f" | {' / '.join(f'{v:.3g}' for v in s)} |")
     env = {"python": sys.version.split()[0], "numpy": np.__version__}
-    text = f"""# Reproduction: short-run inference with optimized step size vs a VAE
+    total_min = sum(r["metrics"].get("wall_seconds", 0.0) for rs in results.values() for r in rs) / 60
+    cfg0 = TrainConfig(data=args.data, limit=args.limit, model=args.model, epochs=args.epochs)
+    text = f"""## {args.data}
 
-Regenerate with `python scripts/reproduce.py` (this file and `docs/figures/reproduction_*`).
-Data: **{args.data}**; model: **{args.model}** (`srl train` defaults otherwise: σ, K, batch, lr, initial s);
-{args.epochs} epochs per run; seeds 0..{args.seeds - 1}; bounds on the first {args.n_bound} held-out
-examples; {sum(r['metrics'].get('train_seconds_this_session', 0.0) for rs in results.values() for r in rs) / 60:.0f}
-min of training in all ({env}). Runs were trained two at a time next to other jobs on a
-2-core machine, so their wall times are inflated; README.md has clean timings.
+Regenerate with `python scripts/reproduce.py --data {args.data}{' --pad ' + str(args.pad) if args.pad else ''}`
+(resumable: runs live in `runs/reproduce/{args.data}/METHOD-seedN/`; a rerun skips finished runs and
+resumes interrupted ones). Data: **{args.data}**{f', the first {args.limit} train and {args.limit} test images' if args.limit else ''};
+model: **{args.model}**; `srl train` defaults otherwise (σ = {cfg0.sigma}, K = {cfg0.n_steps}, batch
+{cfg0.batch_size}, lr {cfg0.lr:g} with {cfg0.lr_schedule} schedule, initial s = {cfg0.step_size});
+{args.epochs} epochs per run for every method; seeds 0..{args.seeds - 1}; bounds on the first
+{args.n_bound} held-out examples; held-out curves every {args.every} epochs on {args.n_curve} test images.
+{total_min:.0f} min of training in all ({env}; runs trained several at a time next to other jobs on a
+shared 2-core machine, so wall times are inflated and only their ratios are meaningful).
 
-The paper's claim (Nijkamp et al. 2020, §5): short-run inference with a variationally optimized step
-size reconstructs and synthesises better than a VAE on the same generator, with no inference network.
-
-## Results (mean ± standard deviation over seeds)
+### Results (mean ± standard deviation over seeds)
 
 {table(results)}
 
-Bounds are upper bounds on −log p(x) in nats for the Gaussian observation model on [−1, 1]-scaled
-pixels (lower is better). J_jac and the reverse-kernel bound are the short-run methods' own bounds,
-evaluated with each run's final step sizes; the VAE rows are the VAE's ELBO and IWAE. The two
-families bound the same −log p(x) of different generators, so compare them as bounds, not as exact
-likelihoods.
+Bounds are upper bounds on −log p(x) (nats; bits/dim divide by D·ln 2) for the Gaussian observation
+model on [−1, 1]-scaled pixels (lower is better). J_jac and the reverse-kernel bound are the short-run
+methods' own bounds with each run's final step sizes; the VAE rows are the VAE's ELBO and IWAE.
 
-## What the numbers say
+### What the numbers say
 
 {discussion(results)}
 
-Where this agrees with the paper and where it does not. The paper reports, on CelebA and
-other image sets with its 5-layer convolutional generator, lower reconstruction error and
-better FID for short-run inference with an optimized step size than for a VAE. Here, on
-8×8 digits with a small dense generator (12 latent dimensions) and a one-minute budget:
-optimizing the step size clearly improves on a fixed one for reconstruction (the
-reverse-kernel gradient) and, within the seed spread, for synthesis (the grid search on
-J_jac); against the VAE, reconstruction is on par and the grid-searched step size gives
-better samples, but the VAE's bound on −log p(x) is far tighter than any short-run bound —
-the short chain's J_jac pays for the entropy of a 25-step Langevin distribution that the
-VAE's amortised Gaussian does not. The digits setting is much smaller than the paper's, the
-budgets are short, and three seeds give wide spreads (see the per-seed table); run the
-script with `--data cifar10 --root DIR --model paper` on a local 32×32 data set for the
-paper's own setting.
+### Held-out metrics during training
 
-## Step sizes during training
+![curves](figures/reproduction_{tag}_curves.png)
 
-![step sizes](figures/reproduction_step_sizes.png)
+Last evaluation relative to the best one of the same run (1.00: the run ended at its best):
 
-## The objectives over a grid of tied step sizes
+{end_vs_best(results)}
 
-Mean over held-out examples, with common chain noise across the grid, for the generator trained
-with a fixed step size and with the reverse-kernel gradient:
+### Step sizes during training
 
-![objective grid fixed](figures/reproduction_objective_grid_fixed.png)
-![objective grid reverse](figures/reproduction_objective_grid_reverse.png)
+![step sizes](figures/reproduction_{tag}_step_sizes.png)
+
+### The objectives over a grid of tied step sizes
+
+Mean over held-out examples with common chain noise across the grid, for the generators trained with a
+fixed step size and with the reverse-kernel gradient (seed 0):
+
+![objective grid fixed](figures/reproduction_{tag}_objective_grid_fixed.png)
+![objective grid reverse](figures/reproduction_{tag}_objective_grid_reverse.png)
 
 | model trained with | argmin J_jac | argmin −log w | learned s (per group) |
 |---|---|---|---|
 {chr(10).join(grid_rows)}
 
-## Per-seed numbers
+### Samples and reconstructions (seed 0)
+
+Reconstructions: held-out images (odd rows) and their reconstructions (even rows).
+
+| method | samples | reconstructions |
+|---|---|---|
+{chr(10).join(grids)}
+
+### Per-seed numbers
 
 {per_seed(results)}
 """
-    (docs / "REPRODUCTION.md").write_text(text)
-    print(f"wrote {docs / 'REPRODUCTION.md'}")
+    write_section(docs / "REPRODUCTION.md", args.data, text)
+    print(f"wrote the {args.data} section of {docs / 'REPRODUCTION.md'} "
+          f"({(time.perf_counter() - t_start) / 60:.1f} min)")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ The math, with derivations, is in docs/math.md; its section and equation numbers
 from . import data, models, random, stepsize
 from .energy import energy, grad_params, grad_z, hessian_z, hvp_z
 from .errors import (
-    BackendUnavailableError, DivergenceError, DTypeError, NonFiniteError, ShapeError,
+    BackendUnavailableError, DivergenceError, DTypeError, NonFiniteError, RunDirectoryError, RunLockedError,
+    ShapeError,
 )
 from .generator import Generator
 from .langevin import short_run
@@ -28,4 +29,5 @@ __all__ = [
     "energy", "grad_z", "grad_params", "hvp_z", "hessian_z",
     "short_run", "stepsize_objective", "objective_values",
     "ShapeError", "DTypeError", "NonFiniteError", "BackendUnavailableError", "DivergenceError",
+    "RunDirectoryError", "RunLockedError",
 ]

@@ -259,9 +259,9 @@ def _output(a, name):
 
 
 def _test_data(cfg, gen):
-    from . import data as data_mod
+    from .train import load_data
 
-    return data_mod.load(cfg.data, root=cfg.root, shape=gen.out_shape, limit=cfg.limit).test
+    return load_data(cfg, shape=gen.out_shape).test
 
 
 def _cmd_sample(a):
@@ -307,11 +307,13 @@ def _cmd_eval(a):
             inception.load_fid_inception(a.fid_weights)  # a bad weights file fails before the evaluation
         test = _test_data(cfg, gen)
         if enc is not None:  # the VAE's evaluation is not split: worker 0 does it alone
-            metrics = evaluate_vae(gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
-                                   iw_chains=a.iw_chains, fid_weights=a.fid_weights) if workers.is_main else {}
+            metrics = {} if not workers.is_main else evaluate_vae(
+                gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound, iw_chains=a.iw_chains,
+                fid_weights=a.fid_weights, dataset=cfg.data)
         else:
             metrics = evaluate(gen, gen_p, test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
-                               n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights, workers=workers)
+                               n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights, dataset=cfg.data,
+                               workers=workers)
     finally:
         workers.close()
     if not workers.is_main:

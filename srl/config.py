@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Optional
 
 import numpy as np
@@ -57,10 +58,12 @@ class TrainConfig:
 
     method: str = option("shortrun", "short-run Langevin inference (docs/math.md §3) or the VAE baseline on the same "
                          "generator (docs/math.md §8)", group=None, choices=METHODS)
-    data: str = option("digits", "digits | mnist | svhn | cifar10 | folder | PATH to images", group="data")
+    data: str = option("digits", "digits | mnist | fashion-mnist | svhn | cifar10 | folder | PATH to images",
+                       group="data")
     root: Optional[str] = option(None, "directory with the dataset's standard files (never downloaded)",
                                  group="data", parse=str)
     limit: Optional[int] = option(None, "use at most this many train/test images", group="data", parse=int)
+    pad: int = option(0, "black pixels added on each side of the images (2: 28x28 -> 32x32)", group="data")
     model: str = option("mlp", "generator architecture", group="model", choices=tuple(MODEL_DEFAULTS))
     latent_dims: Optional[tuple] = option(None, "comma-separated, top group first (e.g. 8,16)", group="model",
                                           parse=parse_ints)
@@ -106,7 +109,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "step_every", "step_subset", "checkpoint_every", "eval_n_bound",
                      "eval_iw_chains"):
             _check_int(name, getattr(self, name), minimum=1)
+        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
+            raise ValueError(f"{_named('out')} must name a directory, got {self.out!r}")
         _check_int("n_steps", self.n_steps, minimum=0)
+        _check_int("pad", self.pad, minimum=0)
         _check_int("seed", self.seed, minimum=0)
         for name, minimum in (("limit", 1), ("hidden", 1), ("channels", 1), ("blas_threads", 0)):
             if getattr(self, name) is not None:

@@ -79,7 +79,8 @@ def sample(gen, params, n: int, *, seed=0):
 
 
 def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_size=100, n_bound=None,
-             iw_chains=8, frechet=True, n_samples=1000, fid_weights=None, workers=SINGLE) -> dict:
+             iw_chains=8, frechet=True, n_samples=1000, fid_weights=None, workers=SINGLE,
+             dataset=None) -> dict:
     """Held-out metrics (see the module docstring for units).
 
     ``x_test``: host array ``(N, *out_shape)``. ``n_bound`` limits how many test examples
@@ -134,7 +135,7 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
     out["n_bound"] = nb
     if frechet and workers.is_main:
         out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
-                                      fid_weights=fid_weights))
+                                      fid_weights=fid_weights, dataset=dataset))
     return out
 
 
@@ -154,10 +155,13 @@ def _reconstruction_mse(gen, like, x_test, decode, batch_size, workers=SINGLE) -
     return {"mse_per_pixel": sq / (x_test.shape[0] * gen.D), "n_test": int(x_test.shape[0])}
 
 
-def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_weights=None) -> dict:
+def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_weights=None, dataset=None) -> dict:
     """Synthesis metrics of ``n_samples`` samples g(z), z ~ N(0, I).
 
-    8×8 digits: the digits Fréchet distance (``srl.frechet``). Other images: FID with the
+    8×8 digits: the digits Fréchet distance (``srl.frechet``). ``dataset="fashion-mnist"``
+    (28×28 or padded 32×32 gray images): the Fashion-MNIST Fréchet distance against
+    ``x_reference`` (the run's held-out images; ``srl.fashion_frechet``), plus FID when Inception weights are
+    given explicitly (``fid_weights``). Other images: FID with the
     standard Inception features against ``x_reference`` when the Inception weights are
     found locally (``srl.inception.find_weights``: ``fid_weights``, ``$SRL_FID_WEIGHTS`` or
     the torch hub cache; never downloaded) — otherwise no FID is reported.
@@ -167,8 +171,16 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
         from .frechet import digits_frechet
 
         return {"frechet_digits": float(digits_frechet(xs)), "n_samples": n_samples}
+    out = {}
+    if dataset == "fashion-mnist" and tuple(gen.out_shape) in ((1, 28, 28), (1, 32, 32)):
+        from .fashion_frechet import fashion_frechet
+
+        out = {"frechet_fashion": float(fashion_frechet(xs, x_reference)), "n_samples": n_samples,
+               "frechet_reference_images": None if x_reference is None else int(len(x_reference))}
+        if fid_weights is None:
+            return out
     if x_reference is None:
-        return {}
+        return out
     try:
         from . import inception
 
@@ -176,13 +188,14 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
     except (ImportError, FileNotFoundError):
         if fid_weights is not None:
             raise  # an explicit path that does not work is an error
-        return {}
-    return {"fid": float(inception.fid(xs, x_reference, weights=weights)), "n_samples": n_samples,
+        return out
+    return {**out, "fid": float(inception.fid(xs, x_reference, weights=weights)), "n_samples": n_samples,
             "fid_reference_images": int(len(x_reference))}
 
 
 def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_size=100, n_bound=None,
-                 iw_chains=8, elbo_samples=4, frechet=True, n_samples=1000, fid_weights=None) -> dict:
+                 iw_chains=8, elbo_samples=4, frechet=True, n_samples=1000, fid_weights=None,
+                 dataset=None) -> dict:
     """The VAE's held-out metrics in the same units as ``evaluate``: MSE of ``g(μ(x))``,
     −ELBO (mean of ``elbo_samples`` reparameterised draws) and the IWAE bound."""
     from . import vae
@@ -216,6 +229,6 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
     out["n_bound"] = nb
     if frechet:
         out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
-                                      fid_weights=fid_weights))
+                                      fid_weights=fid_weights, dataset=dataset))
     return out
 

@@ -105,8 +105,12 @@ class _Convolution(Layer):
     def weight_shape(self) -> tuple:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def fan_in(self) -> int:
+        """PyTorch's default-initialisation fan-in: ``weight.size(1)·k·k`` (docs/models.md)."""
+        return self.weight_shape()[1] * self.k * self.k
+
     def param_specs(self):
-        fan_in = self.cin * self.k * self.k
+        fan_in = self.fan_in()
         specs = [ParamSpec(self.w_name, self.weight_shape(), fan_in)]
         if self.bias:
             specs.append(ParamSpec(self.b_name, (self.cout,), fan_in))

@@ -86,6 +86,7 @@ class RunDirectory:
         self.path = Path(path)
         self.files = self.path  # where the run writes now: STAGING while it replaces another run
         self.saved_iteration = None  # iteration of the run's checkpoint in ``path``, once there is one
+        self.created = False  # whether ``prepare`` created ``path``
         self._log = None
         self._lock = None
 
@@ -97,12 +98,15 @@ class RunDirectory:
     def metrics(self) -> Path:
         return self.files / "metrics.jsonl"
 
-    def prepare(self, *, resume: bool = False) -> None:
+    def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
         """Create the directory (for ``resume`` it must exist); ``PermissionError`` if it
         cannot be written."""
+        if resume and overwrite:
+            raise RunDirectoryError("--resume continues the run in the directory and --overwrite replaces it; give one")
         if resume and not self.path.is_dir():
             raise RunDirectoryError(f"--resume: {self.path} does not exist, so it holds no run to continue; drop "
                                     "--resume to start a new run there")
+        self.created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -125,9 +129,16 @@ class RunDirectory:
         shutil.rmtree(self.path / STAGING, ignore_errors=True)
 
     def unlock(self) -> None:
+        """Release the lock; a directory this run created and left empty (it failed before its
+        first write) is removed."""
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.created:
+            try:
+                self.path.rmdir()  # only if empty
+            except OSError:
+                pass
 
     def run_files(self) -> list:
         """The files of a run present in ``path`` (empty: no run there)."""
@@ -136,8 +147,6 @@ class RunDirectory:
     def check_mode(self, *, resume: bool, overwrite: bool) -> None:
         """Refuse to start a run that would silently replace another, or to resume nothing."""
         existing = self.run_files()
-        if resume and overwrite:
-            raise RunDirectoryError("--resume continues the run in the directory and --overwrite replaces it; give one")
         if resume and "checkpoint.npz" not in existing:
             found = f" (it has {', '.join(existing)} but no checkpoint)" if existing else ""
             raise RunDirectoryError(f"--resume: {self.path} holds no run to continue{found}; drop --resume to start "
@@ -183,8 +192,14 @@ class RunDirectory:
 
     def log(self, record: dict) -> None:
         """Append one iteration's record to ``metrics.jsonl`` and flush it (readable while training)."""
-        self._log.write(json.dumps(record) + "\n")
-        self._log.flush()
+        try:
+            self._log.write(json.dumps(record) + "\n")
+            self._log.flush()
+        except OSError as exc:
+            err = OSError(f"could not append to {self.metrics} ({exc.strerror or exc}); the last checkpoint is "
+                          "unchanged: free space (or fix the disk) and continue with --resume")
+            err.errno = exc.errno
+            raise err from exc
 
     # -- checkpoint ---------------------------------------------------------------------------
 
@@ -268,7 +283,8 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, 
     gen_p, enc_p = split_params(params)
     if cfg.method != "vae":
         metrics = evaluate(gen, gen_p, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                           seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, workers=workers)
+                           seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data,
+                           workers=workers)
     if not workers.is_main:
         return {}
     p0 = gen_p[next(iter(gen_p))]
@@ -282,7 +298,7 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, 
         x_hat = vae_reconstruct(xp, gen, Encoder(gen), gen_p, enc_p, x)
         title = "held-out data (odd rows) and VAE reconstructions g(μ(x))"
         metrics = evaluate_vae(gen, Encoder(gen), gen_p, enc_p, ds.test, sigma=cfg.sigma, seed=cfg.seed,
-                               n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains)
+                               n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data)
     else:
         x_hat, _ = reconstruct(gen, gen_p, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
                                seed=[cfg.seed, 6])

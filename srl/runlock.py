@@ -162,7 +162,7 @@ def acquire(directory) -> RunLock:
     for _ in range(5):  # a stale lock cleared by a racing process: look again
         info = {"pid": os.getpid(), "host": me, "started": time.time()}
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # less the umask, like other outputs
         except FileExistsError:
             seen = holder(directory)
             if seen is None:

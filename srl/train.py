@@ -82,13 +82,14 @@ class _Progress:
             self.bar.close()
 
 
-def _load_data(cfg: TrainConfig):
+def load_data(cfg: TrainConfig, shape=None):
+    """The run's data set (``cfg.data``, ``root``, ``pad``, ``limit``), converted to
+    ``shape`` when given (``paper`` runs: the paper model's 32×32 RGB)."""
     from . import data as data_mod
 
-    shape = None
-    if cfg.model == "paper":
+    if shape is None and cfg.model == "paper":
         shape = models.paper().out_shape
-    return data_mod.load(cfg.data, root=cfg.root, shape=shape, limit=cfg.limit)
+    return data_mod.load(cfg.data, root=cfg.root, shape=shape, limit=cfg.limit, pad=cfg.pad)
 
 
 class Terminated(KeyboardInterrupt):
@@ -143,7 +144,7 @@ def _train(cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations,
                 max_iterations=max_iterations, workers=workers)
     if not workers.is_main:  # reads the checkpoint on resume, writes nothing
         return _train_locked(run, cfg, **opts)
-    run.prepare(resume=resume)
+    run.prepare(resume=resume, overwrite=overwrite)
     try:
         run.lock()
         run.check_mode(resume=resume, overwrite=overwrite)
@@ -170,7 +171,7 @@ def _check_workers(cfg, workers, data: str, state):
 
 def _train_locked(run, cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations, workers):
     main = workers.is_main  # the only writer of the run directory
-    ds = _load_data(cfg)
+    ds = load_data(cfg)
     if evaluate_at_end and ds.test.shape[0] == 0:
         raise ValueError(f"the data ({cfg.data}) have no test images for the evaluation at the end of the run: use "
                          "more images, or --no-eval")

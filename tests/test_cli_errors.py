@@ -77,6 +77,7 @@ CASES = [
     (["train", "--out", "{d}/regular/run"], "{d}/regular/run"),
     (["train", "--resume", "--out", "{d}/nothing-here"], "--resume"),
     (["train", "--resume", "--overwrite"], "--overwrite"),
+    (["train", "--out", ""], "--out"),
     (["train", "--out", "{run}"], "--resume"),
     (["sample", "{run}", "-n", "0"], "-n"),
     (["sample", "{run}", "-o", "{d}/regular/x.png"], "{d}/regular/x.png"),

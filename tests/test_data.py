@@ -479,7 +479,7 @@ def test_out_of_range_and_dtype():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown data set 'imagenet'.*digits, mnist, svhn, cifar10, folder"):
+    with pytest.raises(ValueError, match="unknown data set 'imagenet'.*digits, mnist, fashion-mnist, svhn, cifar10, folder"):
         load("imagenet")
     with pytest.raises(ValueError, match="fixed train/test split"):
         load("digits", test_fraction=0.2)

@@ -14,9 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from srl import checkpoint, runlock
+from srl import DivergenceError, RunDirectoryError, checkpoint, runlock
 from srl.cli import main
-from srl.errors import DivergenceError, RunDirectoryError
 from srl.train import TrainConfig, train
 
 TINY = dict(limit=40, latent_dims=(2,), hidden=4, batch_size=10, n_steps=2, step_method="fixed",
@@ -109,6 +108,12 @@ def test_a_failing_replacement_leaves_the_previous_run_exactly(tmp_path, monkeyp
             _run(out, seed=5, overwrite=True)
         assert info.value.checkpoint_iteration is None  # the replacement saved nothing
     assert _snapshot(out) == before  # no .srl-new/, no lock, same bytes
+
+
+def test_a_run_that_fails_before_writing_leaves_no_directory(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        _run(tmp_path / "new" / "run", data=str(tmp_path / "no-such-images"))
+    assert sorted(os.listdir(tmp_path)) == ["new"] and not (tmp_path / "new" / "run").exists()
 
 
 def test_resume_of_a_directory_without_a_run_is_refused(tmp_path):
@@ -217,8 +222,8 @@ def test_changed_training_data_are_refused_on_resume(tmp_path):
 # -- no leftovers, interruptions ------------------------------------------------------------------
 
 SLOW_SECOND_CHECKPOINT = """
-import os, sys, time
-from srl.train import TrainConfig, train
+import json, os, sys, time
+from srl.cli import main
 real_fsync, calls = os.fsync, []
 def slow_fsync(fd):
     calls.append(fd)
@@ -227,15 +232,14 @@ def slow_fsync(fd):
         time.sleep(60)
     real_fsync(fd)
 os.fsync = slow_fsync
-cfg = TrainConfig(**{TINY!r}, out=sys.argv[1])
-train(cfg, progress=False, evaluate_at_end=False)
+sys.exit(main(["train", *json.loads(sys.argv[2]), "--out", sys.argv[1]]))
 """
 
 
 def _writer(out, epochs):
-    script = SLOW_SECOND_CHECKPOINT.replace("{TINY!r}", repr({**TINY, "epochs": epochs}))
-    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args = json.dumps([*TINY_ARGS, "--epochs", str(epochs)])  # the last --epochs wins
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SECOND_CHECKPOINT, str(out), args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     assert list(out.glob(".checkpoint.npz.*.tmp"))  # caught in the middle of the write
     return proc
@@ -246,7 +250,8 @@ def test_sigterm_during_a_checkpoint_write_leaves_no_temporary_file(tmp_path):
     proc = _writer(out, epochs=3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "Terminated" in err
+    assert proc.returncode == 143 and "Traceback" not in err
+    assert f"interrupted; the checkpoint in {out} (iteration 4) is intact" in err
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "config.json", "metrics.jsonl"]  # no .tmp, no lock
     assert _saved_iteration(out) == 4  # the first checkpoint, intact
 
@@ -255,7 +260,7 @@ def test_kill_9_during_a_checkpoint_write_then_resume_is_exact_and_clean(tmp_pat
     out = tmp_path / "run"
     proc = _writer(out, epochs=3)
     proc.kill()
-    proc.wait()
+    proc.communicate()
     assert (out / runlock.LOCK_NAME).exists() and list(out.glob(".checkpoint.npz.*.tmp"))
     with pytest.warns(runlock.StaleLockWarning):
         resumed = _run(out, epochs=3, resume=True)
@@ -340,3 +345,37 @@ def test_the_config_is_the_recorded_run_after_overwrite_and_resume(tmp_path):
     _run(out, epochs=2, resume=True)
     doc = json.loads((out / "config.json").read_text())
     assert TrainConfig.from_json(doc["train"]) == dataclasses.replace(_cfg(out, epochs=2))
+
+
+def test_full_disk_while_logging_is_one_line_naming_the_log(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from srl import rundir
+
+    calls = []
+
+    class FullLog:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            calls.append(text)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.fh.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    real_start = rundir.RunDirectory.start
+
+    def start(self, *a, **k):
+        real_start(self, *a, **k)
+        self._log = FullLog(self._log)
+
+    monkeypatch.setattr(rundir.RunDirectory, "start", start)
+    assert main(["train", *TINY_ARGS, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert f"could not append to {tmp_path / 'run' / 'metrics.jsonl'} (No space left on device)" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / runlock.LOCK_NAME).exists()

@@ -48,12 +48,14 @@ def test_lock_held_by_another_live_process_is_refused(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
 
 
 def test_lock_of_a_holder_killed_with_sigkill_is_cleared(tmp_path):
     proc = _holder_process(tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()
     assert runlock.holder(tmp_path)["pid"] == proc.pid  # the dead holder could not remove it
     with pytest.warns(runlock.StaleLockWarning, match=rf"stale lock .* of process {proc.pid} on host"):
         lock = runlock.acquire(tmp_path)
@@ -100,7 +102,7 @@ def test_release_leaves_a_lock_that_is_not_ours(tmp_path):
 
 
 RACE = """
-import sys, time
+import os, sys, time
 from srl import runlock
 from srl.errors import RunLockedError
 go = float(sys.argv[2])
@@ -112,15 +114,21 @@ except RunLockedError:
     print("refused", flush=True)
 else:
     print("locked", flush=True)
-    time.sleep(1.0)
+    while not os.path.exists(sys.argv[3]):  # hold the lock until every process has tried
+        time.sleep(0.01)
     lock.release()
 """
 
 
 def test_concurrent_acquires_let_exactly_one_through(tmp_path):
-    go = time.time() + 1.5  # after every interpreter has started
-    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), repr(go)], stdout=subprocess.PIPE,
+    run, done = tmp_path / "run", tmp_path / "done"
+    run.mkdir()
+    go = time.time() + 1.5  # most interpreters have started by then; a late one still finds the lock held
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(run), repr(go), str(done)], stdout=subprocess.PIPE,
                               text=True) for _ in range(4)]
-    results = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    results = sorted(p.stdout.readline().strip() for p in procs)
+    done.touch()
+    for p in procs:
+        p.communicate(timeout=60)
     assert results == ["locked", "refused", "refused", "refused"]
-    assert not (tmp_path / runlock.LOCK_NAME).exists()
+    assert not (run / runlock.LOCK_NAME).exists()

@@ -9,6 +9,8 @@ split is fixed and does not depend on any argument::
     train = x[perm[:1497]]      # 1497 images
     test = x[perm[1497:]]       # 300 images
 
+Fashion-MNIST (``"fashion-mnist"``) is found without ``root`` where Debian's package
+``dataset-fashion-mnist`` puts it (``apt-get install dataset-fashion-mnist``).
 Loaders for the standard files of MNIST (idx), SVHN (cropped digits, ``.mat``) and CIFAR-10
 (python pickles), and for a folder of png/jpg/jpeg/bmp images, read files from a local
 directory only. **srl never downloads anything**: when files are absent,
@@ -23,6 +25,7 @@ gray -> RGB by repetition and RGB -> gray by ITU-R BT.601 luma
     from srl import data
     ds = data.load()                                   # digits, (1, 8, 8)
     ds = data.load("mnist", root="~/data/mnist", shape=(1, 16, 16), limit=10000)
+    ds = data.load("fashion-mnist", pad=2)             # (1, 32, 32), Debian's package
     ds = data.load("/path/to/images", shape=(3, 32, 32), test_fraction=0.2, seed=1)
 """
 
@@ -44,12 +47,13 @@ import numpy as np
 from ..errors import BackendUnavailableError, DTypeError, NonFiniteError, ShapeError
 
 __all__ = [
-    "Dataset", "DataFilesMissing", "DATASETS", "load", "load_digits", "load_mnist", "load_svhn",
+    "Dataset", "DataFilesMissing", "DATASETS", "load", "load_digits", "load_mnist", "load_fashion_mnist", "load_svhn",
     "load_cifar10", "load_folder", "check_images", "resize",
-    "DIGITS_N", "DIGITS_N_TEST", "DIGITS_SPLIT_SEED", "IMAGE_EXTENSIONS",
+    "DIGITS_N", "DIGITS_N_TEST", "DIGITS_SPLIT_SEED", "IMAGE_EXTENSIONS", "FASHION_MNIST_DIRS",
+    "FASHION_MNIST_PACKAGE", "pad_images",
 ]
 
-DATASETS = ("digits", "mnist", "svhn", "cifar10", "folder")
+DATASETS = ("digits", "mnist", "fashion-mnist", "svhn", "cifar10", "folder")
 
 DIGITS_N = 1797
 DIGITS_N_TEST = 300
@@ -61,6 +65,9 @@ MNIST_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
 )
+#: Where Debian's package ``dataset-fashion-mnist`` installs the four gzipped idx files.
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
@@ -370,8 +377,8 @@ def _read_idx(path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
 
 
-def _find_mnist(root: Path):
-    dirs = [root, root / "MNIST" / "raw"]
+def _find_idx_files(dirs, dataset, note):
+    """The four idx files (each possibly ``.gz``) from the first of ``dirs`` holding all four."""
     best = None
     for d in dirs:
         found, missing = {}, []
@@ -386,8 +393,12 @@ def _find_mnist(root: Path):
             return found
         if best is None or len(missing) < len(best):
             best = missing
-    raise DataFilesMissing("MNIST", MNIST_FILES, dirs, best,
-                           note="each file may also be gzipped (name + '.gz'); Fashion-MNIST uses the same names")
+    raise DataFilesMissing(dataset, MNIST_FILES, dirs, best, note=note)
+
+
+def _find_mnist(root: Path):
+    return _find_idx_files([root, root / "MNIST" / "raw"], "MNIST",
+                           "each file may also be gzipped (name + '.gz'); Fashion-MNIST uses the same names")
 
 
 def _mnist_split(img_path, lab_path, limit):
@@ -416,6 +427,33 @@ def load_mnist(root, *, shape=None, limit=None) -> Dataset:
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise ShapeError(f"MNIST train images are {x_tr.shape[2:]} but test images are {x_te.shape[2:]}")
     return _finish("mnist", x_tr, x_te, y_tr, y_te, files[MNIST_FILES[0]].parent, shape)
+
+
+def load_fashion_mnist(root=None, *, shape=None, limit=None) -> Dataset:
+    """Fashion-MNIST (Xiao et al. 2017, MIT licence): 60000 train / 10000 test (1, 28, 28)
+    gray images of 10 clothing classes, from the four idx files of MNIST's names (each
+    optionally ``.gz``).
+
+    Without ``root`` the files are looked for where Debian's package
+    ``dataset-fashion-mnist`` installs them (:data:`FASHION_MNIST_DIRS`); ``root`` is any
+    directory holding them (or ``root/FashionMNIST/raw``, torchvision's layout). Absent
+    files raise :class:`DataFilesMissing` naming the package and its install command.
+    """
+    shape, limit = _check_shape_arg(shape), _check_limit(limit)
+    if root is None:
+        dirs = [Path(d) for d in FASHION_MNIST_DIRS]
+    else:
+        r = Path(os.path.expanduser(os.fspath(root)))
+        dirs = [r, r / "FashionMNIST" / "raw"]
+    note = (f"Install the Debian package {FASHION_MNIST_PACKAGE} (apt-get install {FASHION_MNIST_PACKAGE}), "
+            f"which puts them in {FASHION_MNIST_DIRS[0]}, or pass root=<directory holding the four files>; "
+            "each file may be gzipped (name + '.gz')")
+    files = _find_idx_files(dirs, "Fashion-MNIST", note)
+    x_tr, y_tr = _mnist_split(files[MNIST_FILES[0]], files[MNIST_FILES[1]], limit)
+    x_te, y_te = _mnist_split(files[MNIST_FILES[2]], files[MNIST_FILES[3]], limit)
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise ShapeError(f"Fashion-MNIST train images are {x_tr.shape[2:]} but test images are {x_te.shape[2:]}")
+    return _finish("fashion-mnist", x_tr, x_te, y_tr, y_te, files[MNIST_FILES[0]].parent, shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,17 +719,48 @@ def load_folder(path, *, shape=None, test_fraction=None, seed=0, limit=None) -> 
 # Entry point
 
 
-def load(name: str = "digits", *, root=None, shape=None, test_fraction=None, seed=0, limit=None) -> Dataset:
+def pad_images(x, pad: int) -> np.ndarray:
+    """Images ``(N, C, H, W)`` framed by ``pad`` pixels of value −1 (black) on every side:
+    ``(N, C, H + 2 pad, W + 2 pad)``. ``pad=2`` makes 28×28 (Fashion-)MNIST 32×32, the size
+    of the paper's MNIST-like experiments, without resampling a pixel."""
+    pad = _check_pad(pad)
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 4:
+        raise ShapeError(f"images have shape {x.shape}; expected (N, C, H, W) (4-D)")
+    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-1.0)
+
+
+def _check_pad(pad) -> int:
+    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"pad must be a non-negative int (pixels added on each side), got {pad!r}")
+    return int(pad)
+
+
+def load(name: str = "digits", *, root=None, shape=None, test_fraction=None, seed=0, limit=None,
+         pad: int = 0) -> Dataset:
     """Load a data set as a :class:`Dataset` of ``(N, C, H, W)`` float64 images in ``[-1, 1]``.
 
     ``name``: one of :data:`DATASETS` or a path to a folder of images (same as
     ``name="folder", root=path``). ``root``: the directory holding the standard files
-    (mnist, svhn, cifar10) or the image folder; not used by digits. ``shape``: target
-    ``(C, H, W)`` (see :func:`resize`), ``None`` keeps the native shape. ``test_fraction``
-    and ``seed``: the split of a folder (the other sets have fixed splits). ``limit``: keep
-    at most this many train and this many test images, the first ones of each split.
-    Nothing is ever downloaded; absent files raise :class:`DataFilesMissing`.
+    (mnist, svhn, cifar10; fashion-mnist looks in :data:`FASHION_MNIST_DIRS` without it) or
+    the image folder; not used by digits. ``pad``: frame the native images with this many
+    black (−1) pixels per side (:func:`pad_images`; ``pad=2`` turns 28×28 into 32×32).
+    ``shape``: target ``(C, H, W)`` after padding (see :func:`resize`), ``None`` keeps the
+    (padded) native shape. ``test_fraction`` and ``seed``: the split of a folder (the other
+    sets have fixed splits). ``limit``: keep at most this many train and this many test
+    images, the first ones of each split. Nothing is ever downloaded; absent files raise
+    :class:`DataFilesMissing`.
     """
+    pad = _check_pad(pad)
+    shape = _check_shape_arg(shape)
+    ds = _load(name, root=root, shape=None if pad else shape, test_fraction=test_fraction, seed=seed, limit=limit)
+    if not pad:
+        return ds
+    return _finish(ds.name, pad_images(ds.train, pad), pad_images(ds.test, pad), ds.train_labels, ds.test_labels,
+                   ds.source, shape)
+
+
+def _load(name, *, root, shape, test_fraction, seed, limit) -> Dataset:
     if isinstance(name, os.PathLike) or (isinstance(name, str) and name not in DATASETS):
         p = Path(os.path.expanduser(os.fspath(name)))
         looks_like_path = isinstance(name, os.PathLike) or "/" in name or os.sep in name or p.is_dir()
@@ -711,6 +780,8 @@ def load(name: str = "digits", *, root=None, shape=None, test_fraction=None, see
         return load_digits(shape=shape, limit=limit)
     if name == "mnist":
         return load_mnist(root, shape=shape, limit=limit)
+    if name == "fashion-mnist":
+        return load_fashion_mnist(root, shape=shape, limit=limit)
     if name == "svhn":
         return load_svhn(root, shape=shape, limit=limit)
     if name == "cifar10":

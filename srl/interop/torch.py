@@ -300,16 +300,16 @@ class TorchGenerator(nn.Module):
     def reset_parameters_srl(self, seed: int) -> None:
         """Re-initialise as ``gen.init(seed)`` is documented to (docs/models.md): in
         evaluation order, weight then bias, ``rng.uniform(-b, b, shape)`` in float64 with
-        ``b = 1/sqrt(fan_in)``; ``fan_in`` = in (Dense), cin·k·k (Conv2d and
-        ConvTranspose2d; the bias shares its layer's fan_in)."""
+        ``b = 1/sqrt(fan_in)``; ``fan_in`` = ``weight.size(1)·k·k`` as in PyTorch's own
+        default: in (Linear), cin·k·k (Conv2d), cout·k·k (ConvTranspose2d); the bias shares
+        its layer's fan_in."""
         rng = np.random.default_rng(seed)
         for layer in self.modules():
             if isinstance(layer, nn.Linear):
                 fan_in = layer.in_features
             elif isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
                 k = layer.kernel_size
-                cin = layer.in_channels
-                fan_in = cin * k[0] * k[1]
+                fan_in = layer.weight.shape[1] * k[0] * k[1]
             else:
                 continue
             b = 1.0 / math.sqrt(fan_in)

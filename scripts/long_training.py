@@ -1,0 +1,244 @@
+"""Held-out curves of long training runs: does a run end near its best?
+
+    python scripts/long_training.py --out RUNS --epochs 300 --every 20 \\
+        --variant default --variant fixed:step_method=fixed --seeds 0,1,2
+    python scripts/long_training.py --out RUNS --plot docs/figures/long_training.png
+
+Each variant is ``NAME`` (the ``srl train`` defaults) or ``NAME:key=value,key=value``
+(``TrainConfig`` fields; numbers are parsed). Every run trains in chunks of ``--every``
+epochs with the ordinary checkpoint/resume of ``srl.train`` (exact, so the chunks add up
+to one uninterrupted run); after each chunk the held-out MSE of short-run reconstructions
+(first ``--n-test`` test images), the Fréchet distance of 1000 samples, the step sizes and
+the largest eigenvalue of the energy's Hessian at ``z_K`` (mean over the examples; the
+quantity that limits a stable step size, docs/math.md §2) are appended to
+``RUN/curve.jsonl``. A rerun skips evaluated chunks and resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_variant(text):
+    name, _, rest = text.partition(":")
+    kw = {}
+    for item in filter(None, rest.split(",")):
+        k, _, v = item.partition("=")
+        try:
+            v = int(v)
+        except ValueError:
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        kw[k.strip().replace("-", "_")] = v
+    return name, kw
+
+
+def hessian_top_eigenvalue(gen, params, x, zK, sigma, *, iters=20):
+    """Mean over examples of λ_max(∇²_z E(z_K; x)) by power iteration on HVPs."""
+    from srl import _backend
+    from srl.energy import _hvp
+
+    xp = _backend.array_namespace(x)
+    rng = np.random.default_rng(0)
+    v = tuple(_backend.from_numpy(xp, rng.standard_normal(z.shape), dtype=z.dtype, device=_backend.device(z))
+              for z in zK)
+
+    def norm(v):  # (n,)
+        return xp.sqrt(sum(xp.sum(a * a, axis=1) for a in v))
+
+    lam = None
+    for _ in range(iters):
+        nv = norm(v)
+        v = tuple(a / nv[:, None] for a in v)
+        _, hv = _hvp(xp, gen, params, x, zK, tuple(a[None] for a in v), sigma)
+        hv = tuple(a[0] for a in hv)
+        lam = sum(xp.sum(a * b, axis=1) for a, b in zip(v, hv))  # Rayleigh quotient (n,)
+        v = hv
+    return float(np.mean(_backend.to_numpy(lam)))
+
+
+def evaluate_chunk(run_dir: Path, ds, n_test):
+    from srl import _backend
+    from srl.evaluate import _synthesis_metrics, reconstruct, to_backend
+    from srl.train import load_run, split_run_params
+
+    gen, params, s, cfg = load_run(run_dir)
+    gen_p, enc, enc_p = split_run_params(cfg, gen, params)
+    x = to_backend(ds.test[:n_test], gen_p[next(iter(gen_p))])
+    if enc is None:
+        x_hat, zK = reconstruct(gen, gen_p, x, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=[cfg.seed, 6])
+        lam = hessian_top_eigenvalue(gen, gen_p, x[:50], tuple(z[:50] for z in zK), cfg.sigma)
+    else:
+        from srl.vae import reconstruct as vae_reconstruct
+
+        xp = _backend.array_namespace(x)
+        x_hat = vae_reconstruct(xp, gen, enc, gen_p, enc_p, x)
+        lam = None
+    mse = float(np.mean((_backend.to_numpy(x_hat) - ds.test[:n_test]) ** 2))
+    syn = _synthesis_metrics(gen, gen_p, seed=cfg.seed, n_samples=1000, x_reference=ds.test, dataset=cfg.data)
+    fd = syn.get("frechet_digits", syn.get("frechet_fashion"))
+    return {"mse": mse, "frechet": fd, "step_size": list(s), "hessian_max": lam}
+
+
+def train_with_curve(cfg, every, n_test, *, on_chunk=None, summary=False):
+    """Train ``cfg`` in chunks of ``every`` epochs (exact resume between chunks), evaluate
+    after each (``RUN/curve.jsonl``, a snapshot ``RUN/checkpoint-eNNNN.npz``), and with
+    ``summary`` write the end-of-run pictures and ``summary.json`` (srl.train.finish).
+    Finished chunks are skipped, so an interrupted call resumes where it stopped."""
+    from srl.train import finish, load_data, load_run, train
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve_path = out / "curve.jsonl"
+    done = [json.loads(l) for l in curve_path.read_text().splitlines()] if curve_path.exists() else []
+    ds = load_data(cfg)
+    per_epoch = ds.train.shape[0] // cfg.batch_size
+    for e in list(range(every, cfg.epochs + 1, every)) + ([cfg.epochs] if cfg.epochs % every else []):
+        if any(r["epoch"] == e for r in done):
+            continue
+        t = time.perf_counter()
+        # continue the run from its checkpoint; without one, (re)start it: leftovers of a run
+        # interrupted before its first checkpoint are replaced
+        started = (out / "checkpoint.npz").exists()
+        train(cfg, resume=started, overwrite=not started, progress=False, evaluate_at_end=False,
+              max_iterations=e * per_epoch)
+        seconds = time.perf_counter() - t
+        shutil.copyfile(out / "checkpoint.npz", out / f"checkpoint-e{e:04d}.npz")
+        rec = {"epoch": e, **evaluate_chunk(out, ds, n_test), "seconds": seconds}
+        with open(curve_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        done.append(rec)
+        if on_chunk is not None:
+            on_chunk(e, rec)
+    if summary and not (out / "summary.json").exists():
+        gen, params, s, _ = load_run(out)
+        history = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+        metrics = finish(cfg, gen, params, s, history, ds, out)
+        metrics["train_seconds"] = sum(r["seconds"] for r in done)
+        (out / "summary.json").write_text(json.dumps(metrics, indent=2))
+    (out / "curve.done").write_text("ok")
+
+
+def run_one(cfg, every, n_test, log):
+    def report(e, rec):
+        log(f"{Path(cfg.out).name} epoch {e}: mse {rec['mse']:.4f} fd {rec['frechet']:.3f} "
+            f"s {'/'.join(f'{v:.3g}' for v in rec['step_size'])} λmax {rec['hessian_max']}")
+
+    train_with_curve(cfg, every, n_test, on_chunk=report)
+
+
+def s_grid(ckpt: Path, n_test=100, grid=None):
+    """At a snapshot: held-out MSE, J_jac and the reverse-kernel bound over a grid of tied s,
+    and the Hessian's λ_max at z_K: is the objective's best s the reconstruction's best s?"""
+    from srl import _backend, objective_values
+    from srl.evaluate import reconstruct, to_backend
+    from srl.train import load_data, load_run
+
+    gen, p, s_run, cfg = load_run(ckpt)
+    ds = load_data(cfg)
+    x_host = ds.test[:n_test]
+    x = to_backend(x_host, p[next(iter(p))])
+    grid = np.exp(np.linspace(np.log(0.01), np.log(0.3), 11)) if grid is None else grid
+    rows = []
+    for v in grid:
+        st = (float(v),) * len(gen.latent_dims)
+        x_hat, _ = reconstruct(gen, p, x, step_size=st, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=[7, 6])
+        row = {"s": float(v), "mse": float(np.mean((_backend.to_numpy(x_hat) - x_host) ** 2))}
+        for kind in ("jacobian", "reverse"):
+            try:
+                row[kind] = float(np.mean(_backend.to_numpy(objective_values(
+                    gen, p, x, step_size=st, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=7, kind=kind))))
+            except FloatingPointError:
+                row[kind] = float("nan")
+        rows.append(row)
+    return {"checkpoint": str(ckpt), "step_size": list(s_run), "grid": rows}
+
+
+def plot(out_root: Path, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {}
+    for c in sorted(out_root.glob("*/curve.jsonl")):
+        name = c.parent.name.rsplit("-seed", 1)[0]
+        runs.setdefault(name, []).append([json.loads(l) for l in c.read_text().splitlines()])
+    keys = [("mse", "held-out MSE / pixel"), ("frechet", "Fréchet distance (1000 samples)"),
+            ("step_size", "step size s (top group)"), ("hessian_max", "λ_max of ∇²E at z_K")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
+    for i, (name, curves) in enumerate(sorted(runs.items())):
+        color = f"C{i}"
+        for j, curve in enumerate(curves):
+            ep = [r["epoch"] for r in curve]
+            for ax, (k, label) in zip(axes, keys):
+                ys = [(r[k][0] if isinstance(r[k], list) else r[k]) for r in curve]
+                ys = [np.nan if y is None else y for y in ys]
+                ax.plot(ep, ys, color=color, alpha=0.8, label=name if j == 0 else None)
+                ax.set_title(label, fontsize=9)
+                ax.set_xlabel("epoch")
+    axes[-1].set_yscale("log")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    from srl.train import TrainConfig
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="directory of the run directories")
+    p.add_argument("--variant", action="append", default=[], help="NAME or NAME:key=value,...")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--every", type=int, default=20, help="epochs between evaluations")
+    p.add_argument("--n-test", type=int, default=300)
+    p.add_argument("--data", default="digits")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--plot", default=None, help="write the curves of every run under --out to this PNG")
+    p.add_argument("--s-grid", nargs="*", default=None, help="snapshots (checkpoint-eNNNN.npz) to scan over s")
+    a = p.parse_args(argv)
+    out_root = Path(a.out)
+    if a.plot:
+        plot(out_root, Path(a.plot))
+        return 0
+    if a.s_grid:
+        for c in a.s_grid:
+            r = s_grid(Path(c))
+            print(json.dumps(r), flush=True)
+            with open(out_root / "s_grid.jsonl", "a") as f:
+                f.write(json.dumps(r) + "\n")
+        return 0
+    seeds = [int(s) for s in a.seeds.split(",")]
+    t0 = time.time()
+
+    def log(msg):
+        print(f"[{time.strftime('%H:%M:%S')} +{time.time() - t0:.0f}s] {msg}", flush=True)
+
+    for v in a.variant:
+        name, kw = parse_variant(v)
+        for seed in seeds:
+            cfg = TrainConfig(data=a.data, limit=a.limit, epochs=a.epochs, seed=seed,
+                              out=str(out_root / f"{name}-seed{seed}"), **kw)
+            if (Path(cfg.out) / "curve.done").exists():
+                continue
+            run_one(cfg, a.every, a.n_test, log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
