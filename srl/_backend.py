@@ -91,10 +91,10 @@ def namespace(backend: str = "numpy", device=None):
         raise BackendUnavailableError(f"CuPy is installed but no CUDA device is usable: {exc}") from exc
     if count == 0:
         raise BackendUnavailableError("CuPy is installed but no CUDA device was found")
-    index = 0
+    index = lib.cuda.runtime.getDevice()  # the current device: 0 unless set (srl.distributed sets LOCAL_RANK)
     if device is not None:
         text = str(device)
-        index = int(text.split(":")[-1]) if text not in ("cuda", "gpu") else 0
+        index = int(text.split(":")[-1]) if text not in ("cuda", "gpu") else index
     if index >= count:
         raise BackendUnavailableError(f"CuPy device {index} requested but only {count} exist")
     return xp, lib.cuda.Device(index)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -62,6 +63,7 @@ def _add_train(sub):
                    help="replace the run in --out (it is kept until the new run writes its first checkpoint)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    _add_workers(p)
     return p
 
 
@@ -91,6 +93,27 @@ def _seed(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"a seed must be a non-negative integer, got {text!r}")
     return value
+
+
+def _positive_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _add_workers(p):
+    from .distributed import DEFAULT_TIMEOUT
+
+    g = p.add_argument_group("workers", "data-parallel over torch.distributed (docs/distributed.md); a launch by "
+                                        "torchrun is detected from its environment")
+    g.add_argument("--nproc", type=_positive_int, default=1,
+                   help="start this many local worker processes (torch.distributed.run); leave it out under torchrun")
+    g.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT,
+                   help="seconds a collective waits for the slowest worker before the run stops")
 
 
 def _run_dir_arg(p):
@@ -128,6 +151,7 @@ def build_parser():
                    help="Inception weights file for FID on non-digit images (pt_inception-2015-12-05-6726825d.pth; "
                         "also found via $SRL_FID_WEIGHTS or the torch hub cache; never downloaded)")
     p.add_argument("--json", action="store_true", help="print JSON only")
+    _add_workers(p)
     p = sub.add_parser("check", parents=[_debug_option()],
                        help="compare a backend with the NumPy reference and torch.autograd")
     p.add_argument("--backend", default="numpy", help="numpy | torch | torch:cuda | cupy | array_api_strict")
@@ -163,16 +187,50 @@ def _cmd_crosscheck(a):
         return 2
 
 
+def _local_workers_wanted(a) -> bool:
+    """True when this command should start ``--nproc`` local workers (not when it is one of them)."""
+    from . import distributed
+
+    if distributed.launched():
+        if a.nproc > 1 and os.environ.get(distributed.LOCAL_WORKERS_VARIABLE) != str(a.nproc):
+            raise ValueError("--nproc starts local workers; under torchrun the number of processes is torchrun's "
+                             "(--nproc-per-node, --nnodes): leave --nproc out")
+        return False
+    return a.nproc > 1
+
+
+def _workers(a, backend, device):
+    """This process's ``srl.distributed.Workers`` (one process, or a worker of a torchrun launch)."""
+    from . import distributed
+
+    workers = distributed.from_environment(timeout=a.timeout, backend=backend, device=device)
+    if not workers.is_main:  # worker 0 reports warnings and interruptions; the others would repeat them
+        warnings.simplefilter("ignore")
+        a.quiet_interruption = True
+    return workers
+
+
 def _cmd_train(a):
+    from . import distributed
     from .config import TrainConfig
     from .train import train
 
     cfg = config_from_args(TrainConfig, a)
-    res = train(cfg, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress,
-                evaluate_at_end=not a.no_eval)
-    print(f"wrote {res.out}/ (metrics.jsonl, training.png, samples.png, reconstructions.png, checkpoint.npz)")
-    if res.metrics:
-        print(json.dumps(res.metrics, indent=2))
+    if _local_workers_wanted(a):
+        cfg.validate()
+        if cfg.batch_size < a.nproc:
+            raise ValueError(f"batch_size {cfg.batch_size} is smaller than --nproc {a.nproc}")
+        return distributed.launch(a.argv, a.nproc)
+    workers = _workers(a, cfg.backend, cfg.device)
+    try:
+        res = train(cfg, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress,
+                    evaluate_at_end=not a.no_eval, workers=workers)
+    finally:
+        workers.close()
+    if workers.is_main:
+        print(f"wrote {res.out}/ (metrics.jsonl, training.png, samples.png, reconstructions.png, checkpoint.npz)")
+        if res.metrics:
+            print(json.dumps(res.metrics, indent=2))
     return 0
 
 
@@ -183,6 +241,16 @@ def _load(a):
     gen, params, s, cfg = load_run(a.run, backend=a.backend, device=a.device)
     gen_p, enc, enc_p = split_run_params(cfg, gen, params)
     return gen, gen_p, enc, enc_p, s, cfg
+
+
+def _saved_config(run):
+    """The training configuration stored in a run's checkpoint."""
+    from . import checkpoint
+    from .config import TrainConfig
+
+    path = Path(run)
+    saved = checkpoint.load(path / "checkpoint.npz" if path.is_dir() else path, required=("config",))
+    return TrainConfig.from_json(saved["meta"]["config"])
 
 
 def _output(a, name):
@@ -224,20 +292,32 @@ def _cmd_reconstruct(a):
 
 
 def _cmd_eval(a):
+    from . import distributed
     from .evaluate import evaluate, evaluate_vae
 
-    gen, gen_p, enc, enc_p, s, cfg = _load(a)
-    if a.fid_weights is not None and tuple(gen.out_shape) != (1, 8, 8):
-        from . import inception
+    if _local_workers_wanted(a):
+        return distributed.launch(a.argv, a.nproc)
+    saved = _saved_config(a.run)  # the device must be chosen before the parameters are loaded onto it
+    workers = _workers(a, a.backend or saved.backend, a.device if a.device is not None else saved.device)
+    try:
+        gen, gen_p, enc, enc_p, s, cfg = _load(a)
+        if a.fid_weights is not None and tuple(gen.out_shape) != (1, 8, 8):
+            from . import inception
 
-        inception.load_fid_inception(a.fid_weights)  # a bad weights file fails before the evaluation
-    test = _test_data(cfg, gen)
-    if enc is not None:
-        metrics = evaluate_vae(gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound,
-                               iw_chains=a.iw_chains, fid_weights=a.fid_weights, dataset=cfg.data)
-    else:
-        metrics = evaluate(gen, gen_p, test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
-                           n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights, dataset=cfg.data)
+            inception.load_fid_inception(a.fid_weights)  # a bad weights file fails before the evaluation
+        test = _test_data(cfg, gen)
+        if enc is not None:  # the VAE's evaluation is not split: worker 0 does it alone
+            metrics = {} if not workers.is_main else evaluate_vae(
+                gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound, iw_chains=a.iw_chains,
+                fid_weights=a.fid_weights, dataset=cfg.data)
+        else:
+            metrics = evaluate(gen, gen_p, test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
+                               n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights, dataset=cfg.data,
+                               workers=workers)
+    finally:
+        workers.close()
+    if not workers.is_main:
+        return 0
     metrics["step_size"] = list(s)
     if a.json:
         print(json.dumps(metrics, indent=2))
@@ -270,8 +350,12 @@ def main(argv=None) -> int:
     """Run the ``srl`` command; returns the exit status (2: bad input or arguments, 1: the
     system failed, e.g. a full disk; 130/143: interrupted by Ctrl-C/SIGTERM). Errors are
     one line; ``--debug`` shows the traceback."""
+    from .distributed import WorkerLostError
+
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what --nproc passes on to the workers it starts
     handler = {"train": _cmd_train, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct, "eval": _cmd_eval,
                "check": _cmd_check, "crosscheck": _cmd_crosscheck}[args.command]
     warnings.simplefilter("default")
@@ -288,7 +372,8 @@ def main(argv=None) -> int:
             raise
         from .train import Terminated
 
-        print(f"srl {args.command}: {_interrupted(args, exc)}", file=sys.stderr)
+        if not getattr(args, "quiet_interruption", False):
+            print(f"srl {args.command}: {_interrupted(args, exc)}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except (ValueError, TypeError, FileNotFoundError, PermissionError, ImportError, FloatingPointError,
             NotADirectoryError, IsADirectoryError) as exc:
@@ -296,6 +381,13 @@ def main(argv=None) -> int:
             raise
         print(f"srl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except WorkerLostError as exc:
+        hint = (f"; the last checkpoint in {args.out} is intact (continue with --resume)"
+                if args.command == "train" else "")
+        if args.debug:
+            raise
+        print(f"srl {args.command}: error: {exc}{hint}", file=sys.stderr)
+        return 1
     except OSError as exc:  # the system failed (full disk, I/O error): not the input
         if args.debug:
             raise

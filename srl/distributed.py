@@ -36,6 +36,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import sys
 import uuid
 from dataclasses import dataclass
@@ -49,8 +50,16 @@ from .random import chain_noise
 #: seconds a collective may wait for the slowest worker before the run is declared lost
 DEFAULT_TIMEOUT = 300.0
 
+#: seconds the local launcher gives its workers to exit when it is interrupted, before SIGKILL
+#: (nothing needs a graceful exit: checkpoints are atomic). After a worker *fails*, torch's agent
+#: stops the others with its own fixed grace of 30 s, which only a stopped process ever uses up.
+SHUTDOWN_GRACE = 5
+
 #: environment variables that ``torch.distributed.run`` (torchrun) sets for each worker
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+#: set by ``launch`` in the workers it starts: the ``--nproc`` they were started with
+LOCAL_WORKERS_VARIABLE = "SRL_LOCAL_WORKERS"
 
 
 class WorkerLostError(RuntimeError):
@@ -109,7 +118,9 @@ class Workers:
         try:
             return fn(*args)
         except RuntimeError as exc:  # gloo/NCCL errors are RuntimeError (DistBackendError)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # gloo: "[.../pair.cc:553] Connection closed by peer [127.0.0.1]:4711. This is typically ..."
+            first = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
             raise WorkerLostError(
                 f"worker {self.rank} of {self.size}: {what} failed — another worker died, hung for more than "
                 f"the {self.timeout:g} s collective timeout, or was stopped ({first})"
@@ -278,18 +289,26 @@ def fingerprint(a) -> str:
 # -- process group from the environment, and the local launcher ----------------------------
 
 
-def from_environment(*, timeout: float = DEFAULT_TIMEOUT, cuda: bool = False) -> Workers:
+def uses_cuda(backend: str, device=None) -> bool:
+    """True when the arrays of ``backend``/``device`` live on a CUDA device (NCCL collectives)."""
+    name, _, dev = str(backend).partition(":")
+    dev = dev or ("" if device is None else str(device))
+    return name.strip().lower() == "cupy" or (name.strip().lower() == "torch" and dev.startswith("cuda"))
+
+
+def from_environment(*, timeout: float = DEFAULT_TIMEOUT, backend: str = "numpy", device=None) -> Workers:
     """The ``Workers`` of this process: ``SINGLE`` outside torchrun, else a new process group.
 
     Reads the variables torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-    ``MASTER_ADDR``, ``MASTER_PORT``). ``cuda=True`` (arrays on CUDA devices) uses NCCL
-    with device ``cuda:LOCAL_RANK``; otherwise gloo on the host. ``timeout`` bounds every
+    ``MASTER_ADDR``, ``MASTER_PORT``). Arrays on CUDA devices (``backend``/``device`` as in
+    ``srl.train``: torch with a CUDA device, or CuPy) use NCCL, and each worker makes
+    ``cuda:LOCAL_RANK`` its current device; host arrays use gloo. ``timeout`` bounds every
     collective (seconds).
     """
+    if not (timeout > 0):
+        raise ValueError(f"the collective timeout must be a positive number of seconds, got {timeout!r}")
     if not launched() or int(os.environ["WORLD_SIZE"]) == 1:
         return Workers(timeout=float(timeout))
-    if not timeout > 0:
-        raise ValueError(f"the collective timeout must be positive seconds, got {timeout!r}")
     try:
         import torch
         import torch.distributed as dist
@@ -297,23 +316,29 @@ def from_environment(*, timeout: float = DEFAULT_TIMEOUT, cuda: bool = False) ->
         raise ImportError("distributed training needs PyTorch's torch.distributed (pip install 'srl[torch]')") from exc
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
-    if cuda:
+    if uses_cuda(backend, device):
+        if ":" in str(device or "") or ":" in str(backend).partition(":")[2]:
+            raise ValueError(f"device {device or backend!r} names one GPU, but each of the {size} workers uses its "
+                             "own (cuda:LOCAL_RANK): give --device cuda without an index")
         if not dist.is_nccl_available():
             raise ImportError("arrays on CUDA devices need torch.distributed with NCCL, which this torch lacks")
-        torch.cuda.set_device(local_rank)
-        backend, device = "nccl", f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)  # torch "cuda" arrays then go to this worker's GPU
+        if str(backend).partition(":")[0].strip().lower() == "cupy":
+            import cupy
+
+            cupy.cuda.runtime.setDevice(local_rank)  # and CuPy's (srl._backend takes the current device)
+        comm, where = "nccl", f"cuda:{local_rank}"
     else:
         if not dist.is_gloo_available():
             raise ImportError("host arrays need torch.distributed with gloo, which this torch lacks")
-        backend, device = "gloo", "cpu"
+        comm, where = "gloo", "cpu"
     try:
-        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=size,
+        dist.init_process_group(comm, init_method="env://", rank=rank, world_size=size,
                                 timeout=datetime.timedelta(seconds=float(timeout)))
     except RuntimeError as exc:
         raise WorkerLostError(f"worker {rank} of {size} could not join the process group at "
                               f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: {exc}") from exc
-    return Workers(rank=rank, size=size, local_rank=local_rank, device=device, timeout=float(timeout),
-                   backend=backend)
+    return Workers(rank=rank, size=size, local_rank=local_rank, device=where, timeout=float(timeout), backend=comm)
 
 
 def launch(args: Sequence[str], nproc: int, *, module: str = "srl") -> int:
@@ -321,8 +346,8 @@ def launch(args: Sequence[str], nproc: int, *, module: str = "srl") -> int:
 
     Workers are started by ``torch.distributed.run``'s elastic agent with a c10d
     rendezvous on 127.0.0.1 (a free port), no restarts. When a worker fails the agent stops
-    the others; the first failure is reported in one line on stderr and its exit status
-    returned (1 when it was killed by a signal).
+    the others (SIGTERM, then SIGKILL after a grace period); the first failure is reported
+    in one line on stderr and its exit status returned (1 when it was killed by a signal).
     """
     if int(nproc) < 1:
         raise ValueError(f"--nproc must be a positive number of processes, got {nproc!r}")
@@ -335,11 +360,12 @@ def launch(args: Sequence[str], nproc: int, *, module: str = "srl") -> int:
 
     # one compute thread per worker unless the user chose otherwise (the workers share the cores)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ[LOCAL_WORKERS_VARIABLE] = str(int(nproc))
     # the agent's own log lines repeat what the one-line report below says
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
-                          monitor_interval=0.2, local_addr="127.0.0.1")
+                          monitor_interval=0.2, local_addr="127.0.0.1", shutdown_timeout=SHUTDOWN_GRACE)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", module, *args)
     except ChildFailedError as exc:

@@ -21,6 +21,7 @@ import warnings
 from typing import NamedTuple, Optional
 
 from . import _backend
+from .distributed import SINGLE, keep_rows, local_chain_noise
 from .energy import _value_and_grad
 from .langevin import _short_run, check_chain, short_run
 from .optim import Adam, AdamState
@@ -85,27 +86,61 @@ def batch_value_and_param_grad(xp, gen, params, x, z, sigma):
     return float(xp.mean(energy)), mean_grads, mse
 
 
-def _shortrun_theta(xp, cfg, gen, params, x, step_size, it):
-    """Gradient of eq. (3.1) at ``z_K`` of a short-run chain: ``(grads, metrics)``."""
+def _shortrun_theta(xp, cfg, gen, params, x, step_size, it, workers):
+    """Gradient of eq. (3.1) at ``z_K`` of a short-run chain: ``(grads, metrics)``.
+
+    With several workers each runs the chains of its rows of the global batch ``x`` on the
+    whole batch's noise (``srl.distributed``); the ∇θ sums, energies and squared errors
+    are all-reduced, then divided by the global batch size.
+    """
+    seed, n = [cfg.seed, 1, it], x.shape[0]
+    if workers.distributed:
+        rows = workers.rows(n)
+        x = x[rows]
+        z0, noise = local_chain_noise(seed, n, gen.latent_dims, cfg.n_steps, rows=rows, xp=xp, dtype=x.dtype,
+                                      device=_backend.device(x))
+    else:
+        z0, noise = chain_noise(seed, n, gen.latent_dims, cfg.n_steps, xp=xp, dtype=x.dtype,
+                                device=_backend.device(x))
     # the inner chain: the configuration, data and step sizes were validated once per run
-    z0, noise = chain_noise([cfg.seed, 1, it], x.shape[0], gen.latent_dims, cfg.n_steps, xp=xp, dtype=x.dtype,
-                            device=_backend.device(x))
     zK, _ = _short_run(xp, gen, params, x, z0, noise, step_size, cfg.sigma)  # eq. (2.1)
     check_chain(xp, zK, step_size=step_size, sigma=cfg.sigma, n_steps=cfg.n_steps)
-    energy, grads, mse = batch_value_and_param_grad(xp, gen, params, x, zK, cfg.sigma)
-    return grads, {"energy": energy, "mse": mse}
+    if not workers.distributed:
+        energy, grads, mse = batch_value_and_param_grad(xp, gen, params, x, zK, cfg.sigma)
+        return grads, {"energy": energy, "mse": mse}
+    energy, _, grads, residual = _value_and_grad(xp, gen, params, x, zK, cfg.sigma, want_params=True,
+                                                 want_residual=True)
+    grads = workers.sum_dict(grads)  # Σ over the global batch of ∇θ E (eq. 3.1)
+    e_sum, sq_sum = workers.sum_host([float(xp.sum(energy)), float(xp.sum(residual * residual))])
+    return {k: g * (1.0 / n) for k, g in grads.items()}, {"energy": e_sum / n, "mse": sq_sum / (n * gen.D)}
 
 
-def _vae_theta(xp, cfg, gen, params, x, it):
-    """The reparameterised −ELBO gradient of θ and φ (srl.vae, docs/math.md §8): ``(grads, metrics)``."""
+def _vae_theta(xp, cfg, gen, params, x, it, workers):
+    """The reparameterised −ELBO gradient of θ and φ (srl.vae, docs/math.md §8): ``(grads, metrics)``.
+
+    With several workers: each its rows of ``x`` and of the whole batch's ε; sums all-reduced.
+    """
     enc = Encoder(gen)
     gen_p, enc_p = split_params(params)
     n = x.shape[0]
-    eps = standard_normal_groups(host_rng([cfg.seed, 1, it]), n, gen.latent_dims, xp=xp, dtype=x.dtype,
-                                 device=_backend.device(x))
+    if workers.distributed:
+        import array_api_compat.numpy as host
+
+        rows = workers.rows(n)
+        eps = keep_rows(standard_normal_groups(host_rng([cfg.seed, 1, it]), n, gen.latent_dims, xp=host,
+                                               dtype=host.float64, device="cpu"),
+                        rows, n=n, xp=xp, dtype=x.dtype, device=_backend.device(x))
+        x = x[rows]
+    else:
+        eps = standard_normal_groups(host_rng([cfg.seed, 1, it]), n, gen.latent_dims, xp=xp, dtype=x.dtype,
+                                     device=_backend.device(x))
     values, g_gen, g_enc, aux = neg_elbo(xp, gen, enc, gen_p, enc_p, x, eps, cfg.sigma)
-    grads = {k: g * (1.0 / n) for k, g in {**g_gen, **g_enc}.items()}
+    grads = workers.sum_dict({**g_gen, **g_enc})
+    grads = {k: g * (1.0 / n) for k, g in grads.items()}
     r = aux["residual"]
+    if workers.distributed:
+        v_sum, sq_sum = workers.sum_host([float(xp.sum(values)), float(xp.sum(r * r))])
+        return grads, {"energy": v_sum / n, "neg_elbo": v_sum / n, "mse": sq_sum / (n * gen.D)}
     return grads, {"energy": float(xp.mean(values)), "neg_elbo": float(xp.mean(values)),
                    "mse": float(xp.mean(r * r))}
 
@@ -122,19 +157,23 @@ def chain_diverges(params, state: TrainState, x, *, cfg, gen) -> bool:
     return False
 
 
-def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float):
+def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float, workers=SINGLE):
     """One iteration on the minibatch ``x``: ``(new state, metrics)``.
 
     ``lr`` is θ's learning rate for this iteration (``srl.config.learning_rate``). The
     metrics hold the energy and MSE at this iteration's θ, the step sizes used, and, when
     the step sizes were updated, the objective at the new ones.
+
+    ``workers`` (``srl.distributed.Workers``): every worker passes the same global batch
+    ``x`` and state, works on its rows, and gets the same new state and metrics — those of
+    one process up to the order of floating-point summation (docs/distributed.md).
     """
     xp = _backend.array_namespace(x)
     it = state.iteration
     if cfg.method == "vae":
-        grads, metrics = _vae_theta(xp, cfg, gen, state.params, x, it)
+        grads, metrics = _vae_theta(xp, cfg, gen, state.params, x, it, workers)
     else:
-        grads, metrics = _shortrun_theta(xp, cfg, gen, state.params, x, state.step_size, it)
+        grads, metrics = _shortrun_theta(xp, cfg, gen, state.params, x, state.step_size, it, workers)
     params, adam = opt.theta.update(state.adam, state.params, grads, lr=lr)
     if not all_finite(xp, params.values()):  # one host synchronisation per iteration
         raise ThetaDivergenceError(f"θ became NaN or inf in the update of iteration {it + 1} (θ learning rate {lr:.3g}): "
@@ -145,7 +184,8 @@ def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StepSizeWarning)
             upd, stepper = opt.step.update(stepper, gen, params, x[:cfg.step_subset, ...], step_size,
-                                           n_steps=cfg.n_steps, sigma=cfg.sigma, seed=[cfg.seed, 2, it])
+                                           n_steps=cfg.n_steps, sigma=cfg.sigma, seed=[cfg.seed, 2, it],
+                                           workers=workers)
         for w in caught:
             warnings.warn(f"iteration {it + 1}: {w.message}", StepSizeWarning, stacklevel=2)
         step_size = upd.step_size

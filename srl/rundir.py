@@ -42,6 +42,7 @@ import numpy as np
 
 from . import _backend, checkpoint, models, runlock, viz
 from .config import TrainConfig
+from .distributed import SINGLE
 from .errors import RunDirectoryError
 from .learning import Optimisers, TrainState
 from .vae import Encoder, split_params
@@ -268,13 +269,24 @@ def _show(value) -> str:
     return "(unset)" if value is None else str(value)
 
 
-def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path) -> dict:
-    """Pictures (training curves, samples, reconstructions) and held-out metrics at the end of a run."""
+def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, workers=SINGLE) -> dict:
+    """Pictures (training curves, samples, reconstructions) and held-out metrics at the end of a run.
+
+    ``workers`` (``srl.distributed.Workers``): every worker takes part in the short-run
+    evaluation (split across them); worker 0 alone draws the pictures, evaluates a VAE and
+    returns the metrics (the others return an empty dict).
+    """
     from .evaluate import evaluate, evaluate_vae, reconstruct, sample, to_backend
     from .vae import reconstruct as vae_reconstruct
 
     out = Path(out)
     gen_p, enc_p = split_params(params)
+    if cfg.method != "vae":
+        metrics = evaluate(gen, gen_p, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
+                           seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data,
+                           workers=workers)
+    if not workers.is_main:
+        return {}
     p0 = gen_p[next(iter(gen_p))]
     what = "VAE" if cfg.method == "vae" else f"steps: {cfg.step_method}"
     viz.plot_training(out / "training.png", history, title=f"{cfg.data} · {cfg.model} · {what}")
@@ -291,8 +303,6 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path) -> 
         x_hat, _ = reconstruct(gen, gen_p, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
                                seed=[cfg.seed, 6])
         title = f"held-out data (odd rows) and short-run reconstructions, K={cfg.n_steps}"
-        metrics = evaluate(gen, gen_p, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                           seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data)
     viz.save_reconstructions(out / "reconstructions.png", x, x_hat, n=32, title=title)
     metrics["step_size"] = [float(v) for v in step_size]
     metrics["iterations"] = len(history)

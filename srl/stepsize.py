@@ -23,6 +23,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import _backend
+from .distributed import SINGLE, local_chain_noise
 from .errors import DivergenceError
 from .objectives import KINDS, stepsize_objective
 
@@ -48,11 +49,37 @@ class StepSizeUpdate:
     evaluated: dict = field(default_factory=dict)  # grid: candidate tuple -> mean objective
 
 
-def _mean_objective(gen, params, x, s, *, kind, n_steps, sigma, seed, **opts):
-    values, grad = stepsize_objective(gen, params, x, step_size=s, n_steps=n_steps, sigma=sigma, seed=seed,
-                                      kind=kind, **opts)
-    n = values.shape[0]
-    return float(_backend.to_numpy(values).mean()), _backend.to_numpy(grad) / n
+def _mean_objective(gen, params, x, s, *, kind, n_steps, sigma, seed, workers=SINGLE, **opts):
+    """Mean objective over the batch ``x`` and its mean s-gradient ``(L,)``, on host.
+
+    With several workers (``srl.distributed``) each evaluates its rows of ``x`` on the whole
+    batch's noise; the sums and a divergence flag are all-reduced, so every worker gets the
+    same value, gradient and divergence decision — those of one process up to the order of
+    summation.
+    """
+    if not workers.distributed:
+        values, grad = stepsize_objective(gen, params, x, step_size=s, n_steps=n_steps, sigma=sigma, seed=seed,
+                                          kind=kind, **opts)
+        n = values.shape[0]
+        return float(_backend.to_numpy(values).mean()), _backend.to_numpy(grad) / n
+    if opts.get("logdet", "exact") != "exact":
+        raise ValueError("the Hutchinson log-determinant draws its probes per worker; use logdet='exact' "
+                         "with several workers")
+    xp, n = _backend.array_namespace(x), x.shape[0]
+    rows = workers.rows(n)
+    z0, noise = local_chain_noise(seed, n, gen.latent_dims, n_steps, rows=rows, xp=xp, dtype=x.dtype,
+                                  device=_backend.device(x))
+    local, reason = np.zeros(2 + len(gen.latent_dims)), None  # [diverged, Σ values, Σ ∂/∂s]
+    try:
+        values, grad = stepsize_objective(gen, params, x[rows], step_size=s, n_steps=n_steps, sigma=sigma,
+                                          kind=kind, z0=z0, noise=noise, **opts)
+        local[1], local[2:] = float(np.sum(_backend.to_numpy(values))), _backend.to_numpy(grad)
+    except DivergenceError as exc:
+        local[0], reason = 1.0, str(exc)
+    total = workers.sum_host(local)
+    if total[0] > 0:
+        raise DivergenceError(reason or f"step-size objective ({kind}) diverged on another worker with step_size={s}")
+    return float(total[1]) / n, total[2:] / n
 
 
 class GridSearch:
@@ -93,11 +120,16 @@ class GridSearch:
     def state_from_json(doc):
         return None
 
-    def update(self, state, gen, params, x, step_size, *, n_steps, sigma, seed=0):
-        """One grid search from ``step_size``: ``(StepSizeUpdate, state)``."""
-        return self._search(gen, params, x, step_size, n_steps=n_steps, sigma=sigma, seed=seed), state
+    def update(self, state, gen, params, x, step_size, *, n_steps, sigma, seed=0, workers=SINGLE):
+        """One grid search from ``step_size``: ``(StepSizeUpdate, state)``.
 
-    def _search(self, gen, params, x, step_size, *, n_steps, sigma, seed) -> StepSizeUpdate:
+        ``workers``: the grid values are all-reduced over the workers' rows of ``x``
+        (``srl.distributed``), so every worker picks the same step size.
+        """
+        return self._search(gen, params, x, step_size, n_steps=n_steps, sigma=sigma, seed=seed,
+                            workers=workers), state
+
+    def _search(self, gen, params, x, step_size, *, n_steps, sigma, seed, workers) -> StepSizeUpdate:
         s = list(step_size)
         L = len(s)
         evaluated = {}
@@ -107,7 +139,7 @@ class GridSearch:
             if key not in evaluated:
                 try:
                     evaluated[key] = _mean_objective(gen, params, x, cand, kind=self.kind, n_steps=n_steps,
-                                                     sigma=sigma, seed=seed, **self.options)[0]
+                                                     sigma=sigma, seed=seed, workers=workers, **self.options)[0]
                 except DivergenceError as exc:
                     warnings.warn(f"step size {key} discarded: {exc}", StepSizeWarning, stacklevel=4)
                     evaluated[key] = math.inf
@@ -179,15 +211,20 @@ class AdamLogStep:
         return LogStepAdamState(int(doc["t"]), None if doc["m"] is None else np.asarray(doc["m"], dtype=float),
                                 None if doc["v"] is None else np.asarray(doc["v"], dtype=float))
 
-    def update(self, state: LogStepAdamState, gen, params, x, step_size, *, n_steps, sigma, seed=0):
-        """One Adam step on ``log s``: ``(StepSizeUpdate, state)``."""
+    def update(self, state: LogStepAdamState, gen, params, x, step_size, *, n_steps, sigma, seed=0,
+               workers=SINGLE):
+        """One Adam step on ``log s``: ``(StepSizeUpdate, state)``.
+
+        ``workers``: the objective's gradient is all-reduced over the workers' rows of ``x``
+        (``srl.distributed``), so every worker takes the same step.
+        """
         s = np.asarray(step_size, dtype=float)
         if self.tied and len(set(s.tolist())) > 1:
             raise ValueError(f"tied step sizes must start equal, got {tuple(s.tolist())}: give one initial value "
                              "(or tied=False)")
         try:
             value, grad = _mean_objective(gen, params, x, tuple(s), kind=self.kind, n_steps=n_steps, sigma=sigma,
-                                          seed=seed, **self.options)
+                                          seed=seed, workers=workers, **self.options)
         except DivergenceError as exc:
             new = np.clip(s * self.backoff, self.min_step, self.max_step)
             warnings.warn(f"step size {tuple(s)} diverged ({exc}); backing off to {tuple(new)}", StepSizeWarning,

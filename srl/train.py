@@ -23,8 +23,9 @@ from typing import Optional
 
 import numpy as np
 
-from . import _backend, models
+from . import _backend, distributed, models
 from .config import METHODS, MODEL_DEFAULTS, STEP_METHODS, TrainConfig, learning_rate
+from .distributed import SINGLE
 from .evaluate import to_backend
 from .errors import DivergenceError
 from .learning import ThetaDivergenceError, TrainState, chain_diverges, init_state, make_optimisers, train_step
@@ -116,7 +117,7 @@ def _sigterm_interrupts():
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          evaluate_at_end: bool = True, max_iterations: Optional[int] = None) -> TrainResult:
+          evaluate_at_end: bool = True, max_iterations: Optional[int] = None, workers=SINGLE) -> TrainResult:
     """Run (or resume) training; see the module docstring and the run-directory rules in
     ``srl.rundir``. ``resume``: continue the run in ``cfg.out`` exactly (refused when it
     would not reproduce it); ``overwrite``: replace the run there (without either, a
@@ -125,21 +126,29 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
 
     Ctrl-C (or SIGTERM) raises ``KeyboardInterrupt`` with ``checkpoint_iteration`` set to
     the iteration of the run's checkpoint in ``cfg.out`` (None when there is none).
+
+    ``workers`` (``srl.distributed.Workers``, e.g. ``srl.distributed.from_environment()``
+    in a process started by torchrun): data-parallel training. Every worker calls ``train``
+    with the same arguments and gets the same result; worker 0 alone locks and writes the
+    run directory, the others only read its checkpoint on ``resume`` (docs/distributed.md).
     """
     cfg.validate()
     with _backend.blas_threads(cfg.blas_threads if cfg.backend == "numpy" else None), _sigterm_interrupts():
         return _train(cfg, resume=resume, overwrite=overwrite, progress=progress, evaluate_at_end=evaluate_at_end,
-                      max_iterations=max_iterations)
+                      max_iterations=max_iterations, workers=workers)
 
 
-def _train(cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations):
+def _train(cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations, workers):
     run = RunDirectory(cfg.out)
+    opts = dict(resume=resume, overwrite=overwrite, progress=progress, evaluate_at_end=evaluate_at_end,
+                max_iterations=max_iterations, workers=workers)
+    if not workers.is_main:  # reads the checkpoint on resume, writes nothing
+        return _train_locked(run, cfg, **opts)
     run.prepare(resume=resume, overwrite=overwrite)
     try:
         run.lock()
         run.check_mode(resume=resume, overwrite=overwrite)
-        return _train_locked(run, cfg, resume=resume, overwrite=overwrite, progress=progress,
-                             evaluate_at_end=evaluate_at_end, max_iterations=max_iterations)
+        return _train_locked(run, cfg, **opts)
     except KeyboardInterrupt as exc:
         exc.checkpoint_iteration = run.saved_iteration
         raise
@@ -147,7 +156,21 @@ def _train(cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations)
         run.unlock()
 
 
-def _train_locked(run, cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations):
+def _check_workers(cfg, workers, data: str, state):
+    """Enough rows for every worker, and the same configuration, data and state on all of them."""
+    if cfg.batch_size < workers.size:
+        raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {workers.size} workers (--batch-size): "
+                         "use a batch of at least one example per worker")
+    if cfg.step_method != "fixed" and min(cfg.step_subset, cfg.batch_size) < workers.size:
+        raise ValueError(f"step_subset {cfg.step_subset} is smaller than the {workers.size} workers "
+                         "(--step-subset): use at least one example per worker")
+    params = np.concatenate([np.ravel(_backend.to_numpy(p)) for p in state.params.values()])
+    workers.check_same(dict(cfg.to_json(), training_data=data, start_iteration=state.iteration,
+                            start_params=distributed.fingerprint(params)))
+
+
+def _train_locked(run, cfg, *, resume, overwrite, progress, evaluate_at_end, max_iterations, workers):
+    main = workers.is_main  # the only writer of the run directory
     ds = load_data(cfg)
     if evaluate_at_end and ds.test.shape[0] == 0:
         raise ValueError(f"the data ({cfg.data}) have no test images for the evaluation at the end of the run: use "
@@ -165,20 +188,24 @@ def _train_locked(run, cfg, *, resume, overwrite, progress, evaluate_at_end, max
         state, history = run.load_checkpoint(cfg, opt, total=total, fingerprint=fingerprint)
     else:
         state, history = init_state(cfg, gen, opt), []
+    if workers.distributed:
+        _check_workers(cfg, workers, fingerprint, state)
     # every check has passed: the first writes
     stop = total if max_iterations is None else min(total, int(max_iterations))
-    bar = _Progress(total, state.iteration, progress)
+    bar = _Progress(total, state.iteration, progress and main)
     like = next(iter(state.params.values()))
     t0 = time.perf_counter()
     try:
-        run.start(cfg, gen, history, fingerprint, replace=overwrite and bool(run.run_files()))
+        if main:
+            run.start(cfg, gen, history, fingerprint, replace=overwrite and bool(run.run_files()))
         previous = None  # θ before the last update: tells the cause of a divergence
         for it in range(state.iteration, stop):
             epoch, b = divmod(it, per_epoch)
             perm = np.random.default_rng([cfg.seed, 0, epoch]).permutation(n_train)
             x = to_backend(ds.train[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]], like)
             try:
-                new, metrics = train_step(state, x, cfg=cfg, gen=gen, opt=opt, lr=learning_rate(cfg, it, total))
+                new, metrics = train_step(state, x, cfg=cfg, gen=gen, opt=opt, lr=learning_rate(cfg, it, total),
+                                          workers=workers)
             except ThetaDivergenceError:
                 raise
             except DivergenceError as exc:
@@ -192,18 +219,21 @@ def _train_locked(run, cfg, *, resume, overwrite, progress, evaluate_at_end, max
             previous, state = state.params, new
             record = {"iteration": state.iteration, "epoch": epoch, **metrics}
             history.append(record)
-            run.log(record)
             bar.update(E=f"{metrics['energy']:.1f}", mse=f"{metrics['mse']:.4f}",
                        s="/".join(f"{v:.3g}" for v in state.step_size))
-            if state.iteration % (per_epoch * cfg.checkpoint_every) == 0 or state.iteration == stop:
-                run.save_checkpoint(cfg, gen, state, opt, history, fingerprint)
+            if main:
+                run.log(record)
+                if state.iteration % (per_epoch * cfg.checkpoint_every) == 0 or state.iteration == stop:
+                    run.save_checkpoint(cfg, gen, state, opt, history, fingerprint)
     finally:
-        run.close()
+        if main:
+            run.close()
         bar.close()
     train_seconds = time.perf_counter() - t0
     metrics = {}
     if stop == total and evaluate_at_end:
-        metrics = finish(cfg, gen, state.params, state.step_size, history, ds, run.path)
-        metrics["train_seconds_this_session"] = train_seconds
-        run.write_summary(metrics)
+        metrics = finish(cfg, gen, state.params, state.step_size, history, ds, run.path, workers=workers)
+        if main:
+            metrics["train_seconds_this_session"] = train_seconds
+            run.write_summary(metrics)
     return TrainResult(gen, state.params, tuple(state.step_size), history, metrics, run.path)

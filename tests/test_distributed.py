@@ -201,3 +201,60 @@ def test_evaluation_split_across_workers_equals_one_process():
         for k, v in one.items():
             # float64 sums in a different order: a few ulps of the total
             assert got[k] == pytest.approx(v, rel=1e-12, abs=0), (rank, k)
+
+
+# -- command line and device rules -------------------------------------------------------
+
+def _as_torchrun_worker(monkeypatch, size=2):
+    for k, v in {"RANK": "0", "WORLD_SIZE": str(size), "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv(distributed.LOCAL_WORKERS_VARIABLE, raising=False)
+
+
+def test_nproc_under_torchrun_is_a_clear_error(monkeypatch, capsys):
+    from srl.cli import main
+
+    _as_torchrun_worker(monkeypatch)
+    assert main(["train", "--nproc", "2", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "under torchrun the number of processes is torchrun's" in err and "leave --nproc out" in err
+
+
+def test_one_gpu_named_for_several_workers_is_a_clear_error(monkeypatch):
+    _as_torchrun_worker(monkeypatch)
+    with pytest.raises(ValueError, match="give --device cuda without an index"):
+        distributed.from_environment(backend="torch", device="cuda:1")
+    assert distributed.uses_cuda("torch:cuda") and distributed.uses_cuda("cupy")
+    assert not distributed.uses_cuda("torch") and not distributed.uses_cuda("numpy", "cpu")
+
+
+def _nccl_collectives(rank):
+    w = distributed.from_environment(timeout=60, backend="torch", device="cuda")
+    try:
+        t = w.sum((torch.full((3,), float(rank + 1), device="cuda", dtype=torch.float32),))[0]
+        out = {"torch": (str(t.device), t.cpu().tolist()), "host": w.sum_host([rank + 1.0]).tolist()}
+        try:
+            import cupy
+
+            c = w.sum((cupy.full((2,), rank + 1.0, dtype=cupy.float64),))[0]
+            out["cupy"] = (type(c).__module__.split(".")[0], c.get().tolist())
+        except ImportError:
+            out["cupy"] = None
+        return out
+    finally:
+        w.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.device_count() >= 2 and dist.is_nccl_available()),
+                    reason="NCCL collectives need torch with NCCL and 2 CUDA devices")
+def test_two_gpu_workers_all_reduce_torch_and_cupy_arrays_over_nccl():
+    out = run_workers(_nccl_collectives, 2)
+    assert sorted(out) == [0, 1], out
+    for rank, (status, got) in out.items():
+        assert status == "ok", got
+        assert got["torch"] == (f"cuda:{rank}", [3.0, 3.0, 3.0])
+        assert got["host"] == [3.0]
+        if got["cupy"] is not None:
+            assert got["cupy"] == ("cupy", [3.0, 3.0])
