@@ -1,9 +1,15 @@
 """Array backends by name, dtypes, devices and host transfers (docs/math.md §7).
 
-``backend`` arguments accept ``"numpy"``, ``"torch"``, ``"cupy"`` and
-``"array_api_strict"``, optionally with a device as ``"torch:cuda"`` or through the
-``device=`` keyword. Everything else in srl works on whatever namespace
+``backend`` arguments accept ``"numpy"``, ``"torch"``, ``"jax"``, ``"cupy"`` and
+``"array_api_strict"``, optionally with a device as ``"torch:cuda"``/``"jax:gpu"`` or
+through the ``device=`` keyword. Everything else in srl works on whatever namespace
 ``array_api_compat.array_namespace`` returns for the arrays it is given.
+
+float64 on JAX needs JAX's 64-bit mode, which is JAX's own setting: srl never switches it
+behind the caller's back. Enable it for the process with
+``jax.config.update("jax_enable_x64", True)`` or for a block with
+``with jax.enable_x64(True): ...``; asking for float64 without it raises ``DTypeError``
+naming both fixes (float32 needs nothing).
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from array_api_compat import device as _device
 
 from .errors import BackendUnavailableError, DTypeError
 
-BACKENDS = ("numpy", "torch", "cupy", "array_api_strict")
+BACKENDS = ("numpy", "torch", "jax", "cupy", "array_api_strict")
 DTYPES = ("float32", "float64")
 
 _INSTALL_HINT = {
     "numpy": "pip install numpy",
     "torch": "pip install 'srl[torch]'",
+    "jax": "pip install 'srl[jax]'",
     "cupy": "pip install 'srl[cupy]' (needs a CUDA GPU)",
     "array_api_strict": "pip install 'srl[strict]'",
 }
@@ -66,6 +73,8 @@ def namespace(backend: str = "numpy", device=None):
                 f"array_api_strict has only its default CPU device, not {device!r}"
             )
         return lib, lib.Device("CPU_DEVICE")
+    if name == "jax":
+        return lib.numpy, _jax_device(lib, device)
     if name == "torch":
         import array_api_compat.torch as xp
 
@@ -100,14 +109,74 @@ def namespace(backend: str = "numpy", device=None):
     return xp, lib.cuda.Device(index)
 
 
+def _jax_device(jax, device):
+    """A ``jax.Device`` from ``None`` (JAX's default), ``"cpu"``, ``"gpu"``/``"cuda"``,
+    ``"gpu:1"`` or a ``jax.Device``."""
+    if device is None:
+        return jax.devices()[0]
+    if isinstance(device, jax.Device):
+        return device
+    text = str(device).strip().lower()
+    kind, _, idx = text.partition(":")
+    kind = {"cuda": "gpu"}.get(kind, kind)
+    try:
+        index = int(idx) if idx else 0
+    except ValueError:
+        raise ValueError(f"jax does not understand device {device!r}; use 'cpu', 'gpu' or 'gpu:N'") from None
+    try:
+        found = jax.devices(kind)
+    except RuntimeError as exc:
+        raise BackendUnavailableError(f"jax device {text!r} requested but JAX has no {kind!r} platform ({exc})") from None
+    if index >= len(found):
+        raise BackendUnavailableError(f"jax device {text!r} requested but only {len(found)} {kind} device(s) exist")
+    return found[index]
+
+
+def _is_jax(xp) -> bool:
+    return xp.__name__ == "jax.numpy"
+
+
+def jax_x64_enabled() -> bool:
+    """Whether JAX's 64-bit mode is on in this thread (global setting or ``jax.enable_x64``)."""
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
+
+
+def require_jax_x64(what: str = "float64") -> None:
+    """Raise ``DTypeError`` naming the fix when float64 is asked of JAX without 64-bit mode."""
+    if not jax_x64_enabled():
+        raise DTypeError(
+            f"{what} on the jax backend needs JAX's 64-bit mode: call "
+            "jax.config.update('jax_enable_x64', True) at startup, or run inside "
+            "`with jax.enable_x64(True):` (or use dtype='float32')"
+        )
+
+
+def x64_scope(backend: str):
+    """``jax.enable_x64(True)`` for a JAX backend name (restored on exit), else a no-op: for
+    commands such as ``srl check`` whose float64 results are the point of the command."""
+    import contextlib
+
+    if isinstance(backend, str) and _split(backend, None)[0] == "jax":
+        try:
+            import jax
+        except ImportError:
+            return contextlib.nullcontext()  # namespace() reports the missing package
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
 def resolve_dtype(xp, dtype):
     """Map ``"float32"``/``"float64"`` (or an ``xp`` dtype) to the namespace's dtype."""
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise DTypeError(f"dtype {dtype!r} is not supported; use 'float32' or 'float64'")
-        return getattr(xp, dtype)
+        dtype = getattr(xp, dtype)
     for name in DTYPES:
         if dtype == getattr(xp, name):
+            if name == "float64" and _is_jax(xp):
+                require_jax_x64()
             return dtype
     raise DTypeError(f"dtype {dtype!r} is not supported; use float32 or float64")
 
@@ -145,6 +214,13 @@ def from_numpy(xp, a: np.ndarray, *, dtype, device):
     if xp.__name__.startswith("array_api_strict"):
         # array_api_strict accepts buffers only through asarray on Python/NumPy objects.
         return xp.asarray(np.asarray(a, dtype=np.float64 if dtype == xp.float64 else np.float32), device=device)
+    if _is_jax(xp):
+        import jax
+
+        if dtype == xp.float64:
+            require_jax_x64()
+        # round on the host (as NumPy does), then one transfer
+        return jax.device_put(np.asarray(a, dtype=np.dtype(dtype)), device)
     return xp.asarray(a, dtype=dtype, device=device)
 
 
@@ -157,6 +233,8 @@ def to_numpy(a) -> np.ndarray:
         return a.detach().cpu().numpy()
     if mod == "cupy":
         return a.get()
+    if mod in ("jax", "jaxlib"):
+        return np.asarray(a)
     if mod == "array_api_strict":
         return np.asarray(a._array)  # array_api_strict wraps a NumPy array
     return np.asarray(a)
@@ -192,4 +270,4 @@ def backend_name(xp) -> str:
 def is_namespace(xp, name: str) -> bool:
     """True when ``xp`` is (the compat wrapper of) the library ``name``."""
     mod = xp.__name__
-    return mod == name or mod == f"array_api_compat.{name}"
+    return mod == name or mod == f"array_api_compat.{name}" or (name == "jax" and mod == "jax.numpy")

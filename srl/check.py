@@ -130,6 +130,11 @@ def _host_problem(cfg, seed=0):
 
 def compare(backend="numpy", dtype="float64", model="all") -> list:
     """Rows ``{model, quantity, ref_abs, ref_rel, ag_abs, ag_rel, tol, ok}``."""
+    with _backend.x64_scope(backend):
+        return _compare(backend, dtype, model)
+
+
+def _compare(backend, dtype, model) -> list:
     import srl
 
     names = list(CONFIGS) if model == "all" else [model]

@@ -5,7 +5,7 @@
     srl sample runs/digits          # PNG grid of samples from a run
     srl reconstruct runs/digits     # held-out data and their short-run reconstructions
     srl eval runs/digits            # held-out MSE, ELBOs (nats, bits/dim), Fréchet distance
-    srl check --backend torch       # this backend vs the NumPy reference and torch.autograd
+    srl check --backend torch       # this backend vs the NumPy reference, torch.autograd and JAX autodiff
     srl crosscheck my_model.py      # your own PyTorch/JAX implementation vs srl
 """
 
@@ -153,8 +153,8 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print JSON only")
     _add_workers(p)
     p = sub.add_parser("check", parents=[_debug_option()],
-                       help="compare a backend with the NumPy reference and torch.autograd")
-    p.add_argument("--backend", default="numpy", help="numpy | torch | torch:cuda | cupy | array_api_strict")
+                       help="compare a backend with the NumPy reference, torch.autograd and JAX autodiff")
+    p.add_argument("--backend", default="numpy", help="numpy | torch | torch:cuda | jax | jax:gpu | cupy | array_api_strict")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--model", default="all", choices=["all", "mlp", "conv"])
     p.add_argument("--json", action="store_true", help="print JSON only")
@@ -346,6 +346,14 @@ def _interrupted(args, exc) -> str:
             "plus --resume")
 
 
+def _backend_mode(args):
+    """``--backend jax`` runs the command in JAX's 64-bit mode (scoped to the command), so
+    ``--dtype float64`` works; float32 arrays stay float32."""
+    from ._backend import x64_scope
+
+    return x64_scope(getattr(args, "backend", None))
+
+
 def main(argv=None) -> int:
     """Run the ``srl`` command; returns the exit status (2: bad input or arguments, 1: the
     system failed, e.g. a full disk; 130/143: interrupted by Ctrl-C/SIGTERM). Errors are
@@ -366,7 +374,8 @@ def main(argv=None) -> int:
 
         warnings.showwarning = one_line
     try:
-        return handler(args)
+        with _backend_mode(args):
+            return handler(args)
     except KeyboardInterrupt as exc:
         if args.debug:
             raise

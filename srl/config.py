@@ -70,7 +70,7 @@ class TrainConfig:
     hidden: Optional[int] = option(None, "mlp width", group="model", parse=int)
     channels: Optional[int] = option(None, "conv channels", group="model", parse=int)
     backend: str = option("numpy", "array library", group="backend",
-                          choices=("numpy", "torch", "cupy", "array_api_strict"))
+                          choices=("numpy", "torch", "jax", "cupy", "array_api_strict"))
     device: Optional[str] = option(None, "e.g. cuda, cuda:1", group="backend", parse=str)
     dtype: str = option("float32", "floating-point precision", group="backend", choices=("float32", "float64"))
     n_steps: int = option(25, "K, Langevin steps", group="inference")

@@ -161,8 +161,10 @@ class _Map:
 
     def __init__(self, xp, device, idx, n_in, kk):
         self.kk, self.n_in = kk, n_in
-        self.idx = xp.asarray(idx, dtype=xp.int64, device=device)  # (P_out·kk,) into n_in + 1 rows
-        self.idx_t = xp.asarray(_with_offsets(idx, n_in, kk), dtype=xp.int64, device=device)
+        # JAX has 64-bit integers only in its 64-bit mode; the indices fit int32 anyway
+        itype = xp.int32 if xp.__name__ == "jax.numpy" else xp.int64
+        self.idx = xp.asarray(idx, dtype=itype, device=device)  # (P_out·kk,) into n_in + 1 rows
+        self.idx_t = xp.asarray(_with_offsets(idx, n_in, kk), dtype=itype, device=device)
 
 
 _device_maps: dict = {}

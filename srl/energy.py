@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from . import _backend
+from . import _backend, compiled
 from .jet import Jet, primal
 from .validate import check_z, prepare
 
@@ -110,6 +110,7 @@ def _hessian(xp, gen, params, x, z, sigma):
 
 
 # ------------------------------------------------------------------------ public API
+# On JAX the public functions run compiled (srl.compiled), after the same validation.
 def _prepare(gen, params, x, z, sigma):
     xp, dtype, n, sigma = prepare(gen, params, x, sigma=sigma)
     _backend.array_namespace(x, *z)  # one array library for data and latents too
@@ -129,18 +130,24 @@ def energy(gen, params, x, z, *, sigma):
     sigma : observation noise standard deviation σ > 0
     """
     xp, sigma = _prepare(gen, params, x, z, sigma)
+    if compiled.active(xp):
+        return compiled.energy(gen, params, x, z, sigma)
     return _energy(xp, gen, params, x, tuple(z), sigma)
 
 
 def grad_z(gen, params, x, z, *, sigma):
     """``∇_z Σ_i E_i`` (a tuple like ``z``); row i is ``∇_z E(z_i; x_i)``."""
     xp, sigma = _prepare(gen, params, x, z, sigma)
+    if compiled.active(xp):
+        return compiled.grad_z(gen, params, x, z, sigma)
     return _grad_z(xp, gen, params, x, tuple(z), sigma)
 
 
 def grad_params(gen, params, x, z, *, sigma):
     """``∇_θ Σ_i E_i`` (a dict like ``params``), by the hand-written reverse pass."""
     xp, sigma = _prepare(gen, params, x, z, sigma)
+    if compiled.active(xp):
+        return compiled.grad_params(gen, params, x, z, sigma)
     return _value_and_grad(xp, gen, params, x, tuple(z), sigma, want_params=True, want_energy=False)[2]
 
 
@@ -153,6 +160,8 @@ def hvp_z(gen, params, x, z, v, *, sigma):
     xp, sigma = _prepare(gen, params, x, z, sigma)
     dtype = next(iter(params.values())).dtype
     check_z(gen, v, dtype=dtype, n=z[0].shape[0], what="v")
+    if compiled.active(xp):
+        return compiled.hvp_z(gen, params, x, z, v, sigma)
     _, hv = _hvp(xp, gen, params, x, tuple(z), tuple(vl[None, ...] for vl in v), sigma)
     return tuple(h[0, ...] for h in hv)
 

@@ -11,7 +11,7 @@ exactly on any backend.
 
 from __future__ import annotations
 
-from . import _backend
+from . import _backend, compiled
 from .energy import _grad_z
 from .errors import DivergenceError, NonFiniteError
 from .random import chain_noise
@@ -25,6 +25,16 @@ def langevin_update(z, g, xi, step_size):
 
 #: |z| beyond this is no posterior sample of an N(0, I)-prior model: the chain is unstable.
 DIVERGED_ABS_Z = 1e6
+
+
+def chain_ok(xp, z):
+    """0-d boolean array: every ``z_K`` entry finite and within ``DIVERGED_ABS_Z`` (traceable;
+    ``check_chain`` turns a False into the error)."""
+    ok = None
+    for a in z:
+        good = xp.all(xp.abs(a) <= DIVERGED_ABS_Z)  # False for NaN too
+        ok = good if ok is None else xp.logical_and(ok, good)
+    return ok
 
 
 def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
@@ -77,6 +87,17 @@ def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
     return z0, noise
 
 
+def _stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
+    """``resolve_noise`` for the compiled chain: noise as one ``(K, n, d_l)`` array per group."""
+    from .compiled import stack_noise, stacked_chain_noise
+
+    dev = _backend.device(x)
+    if z0 is None and noise is None:  # drawn and stacked on the host: one transfer per group
+        return stacked_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
+    z0, noise = resolve_noise(gen, xp, x, n_steps=n_steps, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)
+    return z0, stack_noise(xp, noise, gen.latent_dims, n, dtype=dtype, device=dev)
+
+
 def _short_run(xp, gen, params, x, z0, noise, step_size, sigma, *, return_path=False):
     z = z0
     path = [z0] if return_path else None
@@ -111,6 +132,13 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
     Raises ``DivergenceError`` if ``z_K`` is not finite (the step size is too large).
     """
     xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size)
+    if compiled.active(xp):  # JAX: one compiled scan over the stacked noise
+        zK, path, ok = compiled.short_run(gen, params, x, *_stacked_noise(gen, xp, x, n_steps=K, seed=seed,
+                                                                          z0=z0, noise=noise, dtype=dtype, n=n),
+                                          s, sigma, return_path=return_path)
+        if not bool(ok):  # one host read per chain
+            check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=K)
+        return (zK, path) if return_path else zK
     z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)
     zK, path = _short_run(xp, gen, params, x, z0, noise, s, sigma, return_path=return_path)
     check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=K)

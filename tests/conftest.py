@@ -6,6 +6,7 @@ default run works on a CPU-only machine; GPU backends carry the ``gpu`` marker.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 
@@ -41,8 +42,10 @@ class Backend(enum.Enum):
     NUMPY = "numpy"
     TORCH = "torch"
     ARRAY_API_STRICT = "array_api_strict"
+    JAX = "jax"
     TORCH_CUDA = "torch:cuda"
     CUPY = "cupy"
+    JAX_GPU = "jax:gpu"
 
     @property
     def module(self) -> str:
@@ -50,7 +53,7 @@ class Backend(enum.Enum):
 
     @property
     def is_gpu(self) -> bool:
-        return self in (Backend.TORCH_CUDA, Backend.CUPY)
+        return self in (Backend.TORCH_CUDA, Backend.CUPY, Backend.JAX_GPU)
 
 
 def _gpu_available(backend: Backend) -> bool:
@@ -58,6 +61,13 @@ def _gpu_available(backend: Backend) -> bool:
         import torch
 
         return torch.cuda.is_available()
+    if backend is Backend.JAX_GPU:
+        import jax
+
+        try:
+            return len(jax.devices("gpu")) > 0
+        except RuntimeError:
+            return False
     if backend is Backend.CUPY:
         try:
             import cupy
@@ -94,10 +104,22 @@ def require(backend: Backend) -> Backend:
     return backend
 
 
+def _scoped(backend: Backend):
+    """JAX runs float64 only in its 64-bit mode, which srl leaves to the caller: the tests
+    enable it for their own duration with the scoped ``jax.enable_x64`` (thread-local)."""
+    if backend.module != "jax":
+        return contextlib.nullcontext(backend)
+    import jax
+
+    return jax.enable_x64(True)
+
+
 @pytest.fixture(params=_params(ALL_BACKENDS))
 def backend(request) -> Backend:
     """Every backend that is usable here."""
-    return require(request.param)
+    b = require(request.param)
+    with _scoped(b):
+        yield b
 
 
 @pytest.fixture

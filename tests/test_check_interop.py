@@ -41,7 +41,7 @@ def test_round_trip_srl_torch_srl_is_exact(config, dtype):
         ti.from_torch(module.state_dict())
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "array_api_strict"])
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax", "array_api_strict"])
 def test_check_passes_on_every_cpu_backend(backend, capsys):
     pytest.importorskip(backend)
     assert check.run_check(backend=backend, dtype="float64") == 0

@@ -85,8 +85,8 @@ def test_step_size_per_group_count(problem):
 
 def test_unknown_backend():
     gen = srl.models.from_config(CFG)
-    with pytest.raises(ValueError, match="unknown backend 'jax'; choose one of numpy, torch, cupy, array_api_strict"):
-        gen.init(seed=0, backend="jax")
+    with pytest.raises(ValueError, match="unknown backend 'mxnet'; choose one of numpy, torch, jax, cupy, array_api_strict"):
+        gen.init(seed=0, backend="mxnet")
 
 
 def test_missing_backend_or_device():

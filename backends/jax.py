@@ -1,0 +1,72 @@
+"""JAX fast paths: XLA convolutions (``lax.conv_general_dilated``), exact GELU and Φ.
+
+The convolution VJPs are the transposed convolutions XLA derives for
+``lax.conv_general_dilated`` (``jax.vjp`` of one linear primitive); the model's own
+derivatives stay hand-written in ``srl/``. Inside ``jax.jit`` (``srl.compiled``) these
+become single XLA convolution ops instead of the generic gather + matmul.
+"""
+
+from __future__ import annotations
+
+from . import NativeOps
+
+_DIMS = ("NCHW", "OIHW", "NCHW")
+
+
+def ops() -> NativeOps:
+    import jax
+    from jax import lax
+    from jax.scipy import special
+
+    def conv2d(x, w, b, stride, pad):
+        # x (N, Cin, H, W), w (Cout, Cin, k, k) -> (N, Cout, Ho, Wo)
+        y = lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
+                                     dimension_numbers=_DIMS)
+        return y if b is None else y + b[None, :, None, None]
+
+    def conv_transpose2d(x, w, b, stride, pad):
+        # x (N, Cin, h, w), w (Cin, Cout, k, k) -> (N, Cout, (h−1)·stride − 2·pad + k, ...):
+        # the input-dilated convolution with the flipped, in/out-swapped kernel
+        k = w.shape[2]
+        wt = jax.numpy.flip(jax.numpy.swapaxes(w, 0, 1), axis=(2, 3))  # (Cout, Cin, k, k)
+        q = k - 1 - pad
+        y = lax.conv_general_dilated(x, wt, (1, 1), [(q, q), (q, q)], lhs_dilation=(stride, stride),
+                                     dimension_numbers=_DIMS)
+        return y if b is None else y + b[None, :, None, None]
+
+    def _vjp(f, gy, x, w, want_params):
+        _, pull = jax.vjp(f, x, w)
+        gx, gw = pull(gy)
+        if not want_params:
+            return gx, None, None
+        return gx, gw, jax.numpy.sum(gy, axis=(0, 2, 3))
+
+    def conv2d_vjp(gy, x, w, stride, pad, want_params):
+        return _vjp(lambda a, k: conv2d(a, k, None, stride, pad), gy, x, w, want_params)
+
+    def conv_transpose2d_vjp(gy, x, w, stride, pad, want_params):
+        return _vjp(lambda a, k: conv_transpose2d(a, k, None, stride, pad), gy, x, w, want_params)
+
+    def conv2d_input_vjp(gy, w, in_hw, stride, pad):
+        x = jax.ShapeDtypeStruct((gy.shape[0], w.shape[1], *in_hw), gy.dtype)
+        (gx,) = jax.linear_transpose(lambda a: conv2d(a, w, None, stride, pad), x)(gy)
+        return gx
+
+    def conv_transpose2d_input_vjp(gy, w, stride, pad):
+        # the input-VJP of a transposed convolution is the convolution with the same weights
+        return conv2d(gy, w, None, stride, pad)
+
+    def gelu(x):
+        return jax.nn.gelu(x, approximate=False)
+
+    return NativeOps(
+        name="jax",
+        ndtr=special.ndtr,
+        gelu=gelu,
+        conv2d=conv2d,
+        conv2d_vjp=conv2d_vjp,
+        conv_transpose2d=conv_transpose2d,
+        conv_transpose2d_vjp=conv_transpose2d_vjp,
+        conv2d_input_vjp=conv2d_input_vjp,
+        conv_transpose2d_input_vjp=conv_transpose2d_input_vjp,
+    )

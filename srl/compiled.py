@@ -1,0 +1,192 @@
+"""Compiled public functions on the JAX backend (docs/math.md §7).
+
+On JAX arrays the public functions validate their inputs once, outside any trace, and
+then call one ``jax.jit``-compiled function built from the same array-API core as every
+other backend (hand-written derivatives, no JAX autodiff):
+
+* ``energy``, ``grad_z``, ``grad_params``, ``hvp_z``: one compiled forward/reverse pass;
+* ``short_run``: the whole chain of eq. (2.1) as one ``lax.scan`` over the stacked noise
+  ``(K, n, d_l)`` (compiled once per shape, not K traced Python steps); the divergence
+  check runs once on ``z_K`` after the compiled call.
+
+Compiled functions are cached by ``jax.jit`` per generator, array shapes and dtypes, and
+static options (σ, ``return_path``); step sizes are traced values, so changing them does
+not recompile. ``use_jit(False)`` runs the same core eagerly (used by the tests to show
+both give the same numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from . import _backend
+from .random import chain_noise
+
+_enabled = True
+
+
+def active(xp) -> bool:
+    """True when ``xp`` is JAX and compilation is on."""
+    return _enabled and xp.__name__ == "jax.numpy"
+
+
+@contextlib.contextmanager
+def use_jit(enabled: bool = True):
+    """Temporarily switch the compiled JAX path on or off (off: the eager core)."""
+    global _enabled
+    old = _enabled
+    _enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = old
+
+
+def _jit(fn, static):
+    """``jax.jit`` with the static options plus ``switches``: global settings read while
+    tracing (the native-kernel switch) are part of the cache key, so flipping them retraces."""
+    import jax
+
+    return jax.jit(fn, static_argnames=(*static, "switches"))
+
+
+def _switches():
+    from srl.backends import native_enabled
+
+    return (native_enabled(),)
+
+
+_cache: dict = {}
+
+
+def _compiled(name):
+    """The jitted function ``name``, built on first use: importing srl never imports JAX, and
+    the core modules (which import this one) are fully loaded by then."""
+    if name not in _cache:
+        _cache[name] = _BUILDERS[name]()
+    return _cache[name]
+
+
+# ------------------------------------------------------------------ energy and derivatives
+def _build_energy():
+    import jax.numpy as jnp
+
+    from .energy import _energy
+
+    return _jit(lambda gen, params, x, z, sigma, switches: _energy(jnp, gen, params, x, z, sigma), ("gen", "sigma"))
+
+
+def _build_grad_z():
+    import jax.numpy as jnp
+
+    from .energy import _grad_z
+
+    return _jit(lambda gen, params, x, z, sigma, switches: _grad_z(jnp, gen, params, x, z, sigma), ("gen", "sigma"))
+
+
+def _build_grad_params():
+    import jax.numpy as jnp
+
+    from .energy import _value_and_grad
+
+    def f(gen, params, x, z, sigma, switches):
+        return _value_and_grad(jnp, gen, params, x, z, sigma, want_params=True, want_energy=False)[2]
+
+    return _jit(f, ("gen", "sigma"))
+
+
+def _build_hvp_z():
+    import jax.numpy as jnp
+
+    from .energy import _hvp
+
+    def f(gen, params, x, z, v, sigma, switches):
+        _, hv = _hvp(jnp, gen, params, x, z, tuple(vl[None, ...] for vl in v), sigma)  # (1, n, d_l)
+        return tuple(h[0, ...] for h in hv)
+
+    return _jit(f, ("gen", "sigma"))
+
+
+# ------------------------------------------------------------------ the chain (eq. 2.1)
+def _build_short_run():
+    import jax.numpy as jnp
+    from jax import lax
+
+    from .energy import _grad_z
+    from .langevin import chain_ok, langevin_update
+
+    def f(gen, params, x, z0, noise, s, sigma, return_path, switches):
+        # z0: tuple of (n, d_l); noise: tuple of (K, n, d_l); s: tuple of 0-d arrays
+        def step(z, xi):
+            g = _grad_z(jnp, gen, params, x, z, sigma)  # ∇_z E(z_k)
+            z = langevin_update(z, g, xi, s)  # eq. (2.1)
+            return z, (z if return_path else None)
+
+        zK, path = lax.scan(step, z0, noise)
+        if return_path:  # (K + 1, n, d_l): z_0 .. z_K
+            path = tuple(jnp.concat([a[None, ...], p], axis=0) for a, p in zip(z0, path))
+        return zK, path, chain_ok(jnp, zK)
+
+    return _jit(f, ("gen", "sigma", "return_path"))
+
+
+_BUILDERS = {
+    "energy": _build_energy,
+    "grad_z": _build_grad_z,
+    "grad_params": _build_grad_params,
+    "hvp_z": _build_hvp_z,
+    "short_run": _build_short_run,
+}
+
+
+def energy(gen, params, x, z, sigma):
+    return _compiled("energy")(gen, params, x, tuple(z), sigma, switches=_switches())
+
+
+def grad_z(gen, params, x, z, sigma):
+    return _compiled("grad_z")(gen, params, x, tuple(z), sigma, switches=_switches())
+
+
+def grad_params(gen, params, x, z, sigma):
+    return _compiled("grad_params")(gen, params, x, tuple(z), sigma, switches=_switches())
+
+
+def hvp_z(gen, params, x, z, v, sigma):
+    return _compiled("hvp_z")(gen, params, x, tuple(z), tuple(v), sigma, switches=_switches())
+
+
+# ------------------------------------------------------------------ noise as stacked arrays
+def stacked_chain_noise(gen, xp, *, seed, n, n_steps, dtype, device):
+    """``srl.random.chain_noise`` drawn on the host, stacked there and moved in one
+    transfer per group: ``(z0 tuple of (n, d_l), noise tuple of (K, n, d_l))``.
+
+    Same draws in the same order as ``chain_noise`` (so the same values as every other
+    backend).
+    """
+    import array_api_compat.numpy as np_xp
+
+    z0, noise = chain_noise(seed, n, gen.latent_dims, n_steps, xp=np_xp, dtype=np.float64, device="cpu")
+    put = lambda a: _backend.from_numpy(xp, a, dtype=dtype, device=device)  # noqa: E731
+    stacked = tuple(
+        put(np.stack([xi[l] for xi in noise], axis=0) if noise else np.zeros((0, n, d)))
+        for l, d in enumerate(gen.latent_dims)
+    )
+    return tuple(put(a) for a in z0), stacked
+
+
+def stack_noise(xp, noise, latent_dims, n, *, dtype, device):
+    """Validated ``[ξ_0, ..., ξ_{K−1}]`` (tuples) → one ``(K, n, d_l)`` array per group."""
+    if not noise:
+        return tuple(xp.zeros((0, n, d), dtype=dtype, device=device) for d in latent_dims)
+    return tuple(xp.stack([xi[l] for xi in noise], axis=0) for l in range(len(latent_dims)))
+
+
+def short_run(gen, params, x, z0, noise, step_size, sigma, *, return_path):
+    """The compiled chain: ``(z_K, path or None, ok)`` for stacked ``noise``; ``ok`` is a 0-d
+    boolean array (z_K finite and bounded), read once by the caller."""
+    dtype = z0[0].dtype
+    s = tuple(np.asarray(v, dtype=np.dtype(dtype)) for v in step_size)  # traced, not static
+    return _compiled("short_run")(gen, params, x, tuple(z0), tuple(noise), s, sigma, bool(return_path),
+                                  switches=_switches())

@@ -1,0 +1,112 @@
+"""The JAX backend: 64-bit mode, devices, and the compiled public functions (srl.compiled).
+
+Agreement of every public function with NumPy on JAX is in test_backends.py (the ``jax``
+backend of the shared fixture); here: compiled == eager on the same core, the chain is one
+compiled loop that does not retrace for new step sizes, and errors match other backends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import srl
+from srl import _backend as B
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+from srl import compiled  # noqa: E402
+
+from .helpers import assert_tree_close, make_problem  # noqa: E402
+
+MLP = {"kind": "mlp", "latent_dims": [2, 3], "hidden": 6, "out_shape": [1, 4, 4]}
+CONV = {"kind": "conv", "latent_dims": [2, 3], "out_shape": [2, 6, 6], "channels": 3, "proj_channels": 2,
+        "proj_kernel": 3, "res_kernels": [3, 1], "inj_kernel": 2}
+SIGMA = 0.4
+# Same core, same float64 arithmetic; XLA may fuse and reorder sums: round-off only.
+RTOL = 1e-12
+
+
+def _outputs(gen, p, x, z):
+    return {
+        "energy": srl.energy(gen, p, x, z, sigma=SIGMA),
+        "grad_z": srl.grad_z(gen, p, x, z, sigma=SIGMA),
+        "grad_params": srl.grad_params(gen, p, x, z, sigma=SIGMA),
+        "hvp_z": srl.hvp_z(gen, p, x, z, z, sigma=SIGMA),
+        "short_run": srl.short_run(gen, p, x, step_size=(0.1, 0.2), n_steps=4, sigma=SIGMA, seed=5,
+                                   return_path=True),
+    }
+
+
+@pytest.mark.parametrize("config", [MLP, CONV], ids=["mlp", "conv"])
+def test_compiled_equals_eager(config):
+    with jax.enable_x64(True):
+        gen, p, x, z = make_problem(config, n=3, seed=4, backend="jax", dtype="float64", sigma=SIGMA)
+        fast = _outputs(gen, p, x, z)
+        with compiled.use_jit(False):
+            eager = _outputs(gen, p, x, z)
+    for name in fast:
+        assert_tree_close(fast[name], eager[name], rtol=RTOL, atol=RTOL, err=name)
+    zK, path = fast["short_run"]
+    assert all(a.shape == (5, 3, d) for a, d in zip(path, gen.latent_dims))  # z_0 .. z_K
+    assert_tree_close(tuple(a[-1] for a in path), zK, rtol=0, err="path ends at z_K")
+
+
+def test_chain_is_one_compiled_loop_and_step_sizes_do_not_retrace():
+    gen, p, x, z = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
+    fn = compiled._compiled("short_run")
+    sizes = []
+    for i in range(3):
+        srl.short_run(gen, p, x, step_size=(0.1 + 0.01 * i, 0.05), n_steps=30, sigma=SIGMA, seed=i)
+        sizes.append(fn._cache_size())
+    assert sizes[1] == sizes[2] == sizes[0]  # new step sizes and noise: same executable
+    z0, noise = compiled.stacked_chain_noise(gen, jnp, seed=0, n=2, n_steps=30, dtype=jnp.float32,
+                                             device=B.device(x))
+    s = (np.float32(0.1), np.float32(0.05))
+    traced = fn.trace(gen, p, x, z0, noise, s, SIGMA, False, switches=compiled._switches())
+    prims = [e.primitive.name for e in traced.jaxpr.eqns]
+    assert prims.count("scan") == 1 and len(prims) < 10, prims  # one loop, not 30 traced steps
+
+
+def test_native_switch_retraces():
+    """use_native(False) must not reuse a trace made with the native kernels."""
+    gen, p, x, z = make_problem(CONV, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
+    srl.grad_z(gen, p, x, z, sigma=SIGMA)
+    before = compiled._compiled("grad_z")._cache_size()
+    with srl.backends.use_native(False):
+        srl.grad_z(gen, p, x, z, sigma=SIGMA)
+    assert compiled._compiled("grad_z")._cache_size() == before + 1
+
+
+def test_divergence_is_reported_after_the_compiled_chain():
+    gen, p, x, z = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=0.05)
+    with pytest.raises(srl.DivergenceError, match="use a smaller step size"):
+        srl.short_run(gen, p, x, step_size=1e3, n_steps=25, sigma=0.05)
+
+
+def test_float64_needs_64_bit_mode_and_says_how():
+    gen = srl.models.from_config(MLP)
+    if jax.config.jax_enable_x64:
+        pytest.skip("64-bit mode is enabled globally in this process")
+    with pytest.raises(srl.DTypeError, match=r"jax.config.update\('jax_enable_x64', True\).*enable_x64"):
+        gen.init(seed=0, backend="jax", dtype="float64")
+    p = gen.init(seed=0, backend="jax", dtype="float32")  # float32 needs nothing
+    assert p["out.dense.weight"].dtype == jnp.float32
+    with jax.enable_x64(True):  # scoped: float64 inside the block only
+        assert gen.init(seed=0, backend="jax", dtype="float64")["out.dense.weight"].dtype == jnp.float64
+    assert not jax.config.jax_enable_x64
+
+
+def test_devices():
+    xp, dev = B.namespace("jax:cpu")
+    assert xp is jnp and dev.platform == "cpu"
+    assert B.namespace("jax", device="cpu")[1] == dev
+    try:
+        has_gpu = len(jax.devices("gpu")) > 0
+    except RuntimeError:
+        has_gpu = False
+    if not has_gpu:
+        with pytest.raises(srl.BackendUnavailableError, match="jax device 'gpu'"):
+            B.namespace("jax:gpu")
+    with pytest.raises(srl.BackendUnavailableError, match="only 1 cpu device"):
+        B.namespace("jax", device="cpu:7")
