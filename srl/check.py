@@ -1,12 +1,16 @@
-"""``srl check``: one backend against the NumPy reference and torch.autograd.
+"""``srl check``: one backend against the NumPy reference, torch.autograd and JAX autodiff.
 
 For a small mlp and a small conv generator, on identical weights and noise, compute with
 srl on backend B
 
     energy, ∇z E, ∇θ E, H v, the chain z_K, J_jac and −log w with their s-gradients
 
-and compare with the independent float64 oracle ``srl.reference`` (values) and with
-``srl.interop.torch`` (torch.autograd, float64). Errors are normwise: ``max|a − b|`` and
+and compare with the independent float64 oracle ``srl.reference`` (values), with
+``srl.interop.torch`` (torch.autograd, float64) when torch is installed and with
+``srl.interop.jax_model`` (JAX autodiff: ``jax.grad``, forward-over-reverse HVPs,
+``jax.grad`` through the chain for the s-gradients; float64) when JAX is installed: two
+autodiff implementations written independently of srl's hand-written derivatives and of
+each other. Errors are normwise: ``max|a − b|`` and
 ``max|a − b| / max|b|``. The command prints a table and exits with status 1 when any
 relative error exceeds the documented tolerance of its dtype:
 
@@ -17,6 +21,7 @@ relative error exceeds the documented tolerance of its dtype:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -116,6 +121,32 @@ def _autograd_quantities(cfg, host):
             for k, v in out.items()}
 
 
+def _jax_quantities(cfg, host):
+    """The same quantities by JAX autodiff (``srl.interop.jax_model``), float64."""
+    import jax
+
+    from .interop import jax_model as jm
+
+    with jax.enable_x64(True):  # scoped: float64 for the oracle only
+        t = lambda a: jax.numpy.asarray(a, dtype=jax.numpy.float64)  # noqa: E731
+        p = {k: t(v) for k, v in host["params"].items()}
+        x, z, v = t(host["x"]), tuple(t(a) for a in host["z"]), tuple(t(a) for a in host["v"])
+        z0, noise = tuple(t(a) for a in host["z0"]), [tuple(t(a) for a in xi) for xi in host["noise"]]
+        out = {
+            "energy": jm.energy(cfg, p, x, z, sigma=SIGMA),
+            "grad_z": jm.grad_z(cfg, p, x, z, sigma=SIGMA),
+            "grad_params": jm.grad_params(cfg, p, x, z, sigma=SIGMA),
+            "hvp_z": jm.hvp_z(cfg, p, x, z, v, sigma=SIGMA),
+            "z_K": jm.short_run(cfg, p, x, step_size=STEP, z0=z0, noise=noise, sigma=SIGMA),
+        }
+        for kind, name, dname in (("jacobian", "J_jac", "dJ_jac/ds"), ("reverse", "-log w", "d(-log w)/ds")):
+            out[name], out[dname] = jm.stepsize_objective(cfg, p, x, step_size=STEP, z0=z0, noise=noise,
+                                                          sigma=SIGMA, kind=kind)
+        return {k: (tuple(map(np.asarray, v)) if isinstance(v, tuple) else
+                    ({n: np.asarray(g) for n, g in v.items()} if isinstance(v, dict) else np.asarray(v)))
+                for k, v in out.items()}
+
+
 def _host_problem(cfg, seed=0):
     gen_ref = ref
     rng = np.random.default_rng(seed + 100)
@@ -129,7 +160,8 @@ def _host_problem(cfg, seed=0):
 
 
 def compare(backend="numpy", dtype="float64", model="all") -> list:
-    """Rows ``{model, quantity, ref_abs, ref_rel, ag_abs, ag_rel, tol, ok}``."""
+    """Rows ``{model, quantity, ref_abs, ref_rel, ag_abs, ag_rel, jax_abs, jax_rel, tol, ok}``
+    (``ag_*`` when torch is installed, ``jax_*`` when JAX is)."""
     with _backend.x64_scope(backend):
         return _compare(backend, dtype, model)
 
@@ -138,12 +170,8 @@ def _compare(backend, dtype, model) -> list:
     import srl
 
     names = list(CONFIGS) if model == "all" else [model]
-    try:
-        import torch  # noqa: F401
-
-        have_torch = True
-    except ImportError:
-        have_torch = False
+    have_torch = importlib.util.find_spec("torch") is not None
+    have_jax = importlib.util.find_spec("jax") is not None
     rows = []
     for name in names:
         cfg = CONFIGS[name]
@@ -152,6 +180,7 @@ def _compare(backend, dtype, model) -> list:
         mine = _srl_quantities(gen, cfg, backend, dtype, host)
         refq = _reference_quantities(cfg, host)
         agq = _autograd_quantities(cfg, host) if have_torch else {}
+        jaxq = _jax_quantities(cfg, host) if have_jax else {}
         for q, value in mine.items():
             tol = TOL64 if dtype == "float64" else TOL32
             row = {"model": name, "quantity": q, "tol": tol}
@@ -159,7 +188,9 @@ def _compare(backend, dtype, model) -> list:
                 row["ref_abs"], row["ref_rel"] = _errors(value, refq[q])
             if q in agq:
                 row["ag_abs"], row["ag_rel"] = _errors(value, agq[q])
-            rels = [row[k] for k in ("ref_rel", "ag_rel") if k in row]
+            if q in jaxq:
+                row["jax_abs"], row["jax_rel"] = _errors(value, jaxq[q])
+            rels = [row[k] for k in ("ref_rel", "ag_rel", "jax_rel") if k in row]
             row["ok"] = bool(rels) and all(r <= tol for r in rels)
             rows.append(row)
     return rows
@@ -178,12 +209,13 @@ def run_check(*, backend="numpy", dtype="float64", model="all", as_json=False, s
         print(f"srl check: backend={backend} dtype={dtype}  (errors normwise: max|Δ| and max|Δ|/max|ref|)",
               file=stream)
         head = f"{'model':5} {'quantity':13} {'vs reference abs':>16} {'rel':>9}   {'vs autograd abs':>15} {'rel':>9}" \
-               f"   {'tol':>8}  status"
+               f"   {'vs jax abs':>10} {'rel':>9}   {'tol':>8}  status"
         print(head, file=stream)
         print("-" * len(head), file=stream)
         for r in rows:
             print(f"{r['model']:5} {r['quantity']:13} {fmt(r.get('ref_abs')):>16} {fmt(r.get('ref_rel')):>9}   "
-                  f"{fmt(r.get('ag_abs')):>15} {fmt(r.get('ag_rel')):>9}   {r['tol']:8.1e}  "
+                  f"{fmt(r.get('ag_abs')):>15} {fmt(r.get('ag_rel')):>9}   "
+                  f"{fmt(r.get('jax_abs')):>10} {fmt(r.get('jax_rel')):>9}   {r['tol']:8.1e}  "
                   f"{'ok' if r['ok'] else 'FAIL'}", file=stream)
         bad = [r for r in rows if not r["ok"]]
         print(f"{len(rows) - len(bad)}/{len(rows)} within tolerance" + (": FAILED" if bad else ""), file=stream)

@@ -110,3 +110,27 @@ def test_devices():
             B.namespace("jax:gpu")
     with pytest.raises(srl.BackendUnavailableError, match="only 1 cpu device"):
         B.namespace("jax", device="cpu:7")
+
+
+@pytest.mark.parametrize("config", [MLP, CONV], ids=["mlp", "conv"])
+def test_plain_jax_model_computes_the_srl_generator(config):
+    """srl.interop.jax_model (the JAX-autodiff oracle of srl check) is the same function."""
+    from srl.interop import jax_model as jm
+
+    gen, p, x, z = make_problem(config, n=3, seed=6, dtype="float64", sigma=SIGMA)
+    with jax.enable_x64(True):
+        got = np.asarray(jm.forward(config, p, tuple(jnp.asarray(a) for a in z)))
+        e = np.asarray(jm.energy(config, p, x, z, sigma=SIGMA))
+    # independent float64 implementations: summation order only
+    np.testing.assert_allclose(got, gen.forward(p, z), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(e, srl.energy(gen, p, x, z, sigma=SIGMA), rtol=1e-12)
+
+
+def test_check_adds_the_jax_autodiff_column():
+    from srl import check
+
+    rows = check.compare(backend="numpy", dtype="float64", model="mlp")
+    names = {r["quantity"] for r in rows if "jax_rel" in r}
+    assert names == {"energy", "grad_z", "grad_params", "hvp_z", "z_K", "J_jac", "dJ_jac/ds", "-log w",
+                     "d(-log w)/ds"}
+    assert all(r["ok"] and r["jax_rel"] <= r["tol"] for r in rows)
