@@ -59,6 +59,33 @@ def _switches():
 
 
 _cache: dict = {}
+_deferred = None  # while tracing: [(what, 0-d bool array)] from check_chain and the objectives
+
+
+def clear_cache():
+    """Forget every compiled function (the next calls compile again)."""
+    _cache.clear()
+
+
+def defer(ok, what: str) -> bool:
+    """Inside a compiled trace, record the check ``ok()`` (a 0-d boolean array) as an output
+    and return True; outside, return False (the caller checks eagerly)."""
+    if _deferred is None:
+        return False
+    _deferred.append((what, ok()))
+    return True
+
+
+def _with_checks(fn):
+    """Run ``fn`` (while tracing) collecting its deferred checks: ``(out, whats, oks)``."""
+    global _deferred
+    outer, _deferred = _deferred, []
+    try:
+        out = fn()
+        checks = _deferred
+    finally:
+        _deferred = outer
+    return out, tuple(w for w, _ in checks), tuple(ok for _, ok in checks)
 
 
 def _compiled(name):
@@ -132,12 +159,56 @@ def _build_short_run():
     return _jit(f, ("gen", "sigma", "return_path"))
 
 
+# ------------------------------------------------------------------ step-size objectives
+def _build_objective():
+    import jax
+    import jax.numpy as jnp
+
+    from .objectives import _objective
+    from .sensitivity import ChainConstants
+
+    def f(gen, params, x, z0, noise, s, sigma, kind, want_grad, n_chains, gradient, switches):
+        def run():
+            ch = ChainConstants(jnp, gen, s, x.dtype, _backend.device(x))
+            return _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=want_grad,
+                              n_chains=n_chains, gradient=gradient)
+
+        (values, grad), _, oks = _with_checks(run)  # every chain check and the finiteness test
+        ok = jnp.all(jnp.stack(oks)) if oks else jnp.asarray(True)
+        return values, grad, ok
+
+    return jax.jit(f, static_argnames=("gen", "s", "sigma", "kind", "want_grad", "n_chains", "gradient",
+                                       "switches"))
+
+
+def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n_chains, gradient):
+    """Values ``(n,)`` and per-example s-gradients ``(n, L)`` (or None) of
+    ``srl.objectives._objective`` compiled as one function.
+
+    The step sizes are static here (the objectives' constants are built from them), so a new
+    step size compiles again; the chain's divergence checks are read once after the call.
+    """
+    from .errors import DivergenceError
+
+    s = tuple(float(v) for v in step_size)
+    values, grad, ok = _compiled("objective")(
+        gen, params, x, tuple(z0), [tuple(xi) for xi in noise], s, sigma, kind, bool(want_grad), int(n_chains),
+        gradient, switches=_switches())
+    if not bool(ok):  # one host read per objective evaluation
+        raise DivergenceError(
+            f"step-size objective ({kind}) is not finite with step_size={s}: the chain diverged "
+            f"(z_K not finite or beyond 1e6 in magnitude); use a smaller step size"
+        )
+    return values, grad
+
+
 _BUILDERS = {
     "energy": _build_energy,
     "grad_z": _build_grad_z,
     "grad_params": _build_grad_params,
     "hvp_z": _build_hvp_z,
     "short_run": _build_short_run,
+    "objective": _build_objective,
 }
 
 

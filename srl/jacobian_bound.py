@@ -40,6 +40,7 @@ Per-example values ``(n,)`` and gradients ``(n, L)``; the public entry points ar
 
 from __future__ import annotations
 
+from . import compiled
 from ._backend import device
 from .energy import _grad_z, _hvp, _value_and_grad, columns_to_matrix, unit_directions
 from .errors import DivergenceError
@@ -192,7 +193,7 @@ def jacobian_bound(ch, params, x, z0, noise, sigma, *, want_grad, logdet="exact"
             grad = grad + dterm
             t = ch.tangent_update(t, g, Ht, xi)  # (4.2)
         z = langevin_update(z, g, xi, ch.s)  # (2.1)
-    if regular is not None and not bool(regular):
+    if regular is not None and not compiled.defer(lambda: regular, "log|det(I − A H_k)|") and not bool(regular):
         raise DivergenceError(SINGULAR)
     check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=len(noise), what="step-size objective chain")
     energy, gK, _ = _value_and_grad(xp, ch.gen, params, x, z, sigma)

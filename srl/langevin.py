@@ -50,6 +50,8 @@ def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
     example) that rules out every s > 2; in general the residual-curvature part of H can
     be indefinite, so this check looks at the outcome instead.
     """
+    if compiled.defer(lambda: chain_ok(xp, z), what):  # compiled: read once after the call
+        return
     ok = None
     for a in z:
         bounded = xp.all(xp.abs(a) <= DIVERGED_ABS_Z)  # False for NaN and ±inf too

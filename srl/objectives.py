@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from . import _backend
+from . import _backend, compiled
 from .errors import DivergenceError
 from .jacobian_bound import LOGDETS, jacobian_bound
 from .langevin import resolve_noise
@@ -59,7 +59,7 @@ def _objective(ch, params, x, z0, noise, sigma, *, kind, want_grad, n_chains, **
     finite = xp.all(xp.isfinite(v))
     if gr is not None:
         finite = xp.logical_and(finite, xp.all(xp.isfinite(gr)))
-    if not bool(finite):  # once per evaluation
+    if not compiled.defer(lambda: finite, f"step-size objective ({kind})") and not bool(finite):  # once
         raise DivergenceError(
             f"step-size objective ({kind}) is not finite with step_size={ch.s}: the chain "
             "diverged; use a smaller step size"
@@ -99,6 +99,10 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
         if probe_seed is None:
             probe_seed = [seed, 7919] if isinstance(seed, int) else 7919
         opts.update(logdet=logdet, n_probes=n_probes, series_terms=series_terms, rng=host_rng(probe_seed))
+    if compiled.active(xp) and logdet == "exact":  # JAX: one compiled call (srl.compiled)
+        values, per_example = compiled.objective(gen, params, x, z0, noise, s, sigma, kind=kind,
+                                                 want_grad=want_grad, n_chains=M, gradient=gradient)
+        return xp, values, per_example
     values, per_example = _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=want_grad,
                                      n_chains=M, **opts)
     return xp, values, per_example

@@ -78,10 +78,33 @@ def test_native_switch_retraces():
     assert compiled._compiled("grad_z")._cache_size() == before + 1
 
 
+def test_compiled_objectives_equal_eager():
+    """Both kinds, forward and adjoint gradients, importance-weighted chains, values only."""
+    runs = {
+        "jacobian": dict(kind="jacobian"),
+        "reverse forward": dict(kind="reverse", gradient="forward", n_chains=2),
+        "reverse adjoint": dict(kind="reverse", gradient="adjoint"),
+    }
+    with jax.enable_x64(True):
+        gen, p, x, z = make_problem(MLP, n=2, seed=4, backend="jax", dtype="float64", sigma=SIGMA)
+        common = dict(step_size=(0.1, 0.2), n_steps=2, sigma=SIGMA, seed=3)
+        for name, kw in runs.items():
+            fast = srl.stepsize_objective(gen, p, x, **common, **kw)
+            with compiled.use_jit(False):
+                eager = srl.stepsize_objective(gen, p, x, **common, **kw)
+            assert_tree_close(fast, eager, rtol=RTOL, atol=RTOL, err=name)
+        fast = srl.objective_values(gen, p, x, **common, kind="reverse")
+        with compiled.use_jit(False):
+            eager = srl.objective_values(gen, p, x, **common, kind="reverse")
+        assert_tree_close(fast, eager, rtol=RTOL, atol=RTOL, err="values")
+
+
 def test_divergence_is_reported_after_the_compiled_chain():
     gen, p, x, z = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=0.05)
     with pytest.raises(srl.DivergenceError, match="use a smaller step size"):
         srl.short_run(gen, p, x, step_size=1e3, n_steps=25, sigma=0.05)
+    with pytest.raises(srl.DivergenceError, match="use a smaller step size"):
+        srl.stepsize_objective(gen, p, x, step_size=1e3, n_steps=4, sigma=0.05, kind="reverse")
 
 
 def test_float64_needs_64_bit_mode_and_says_how():
