@@ -137,39 +137,89 @@ def _build_hvp_z():
 
 
 # ------------------------------------------------------------------ the chain (eq. 2.1)
-def _build_short_run():
+def _scan_chain(gen, params, x, z0, noise, s, sigma, return_path):
+    """Eq. (2.1) as one ``lax.scan``: z0 tuple of (n, d_l), noise tuple of (K, n, d_l),
+    s tuple of 0-d arrays → ``(z_K, path or None, ok)``."""
     import jax.numpy as jnp
     from jax import lax
 
     from .energy import _grad_z
     from .langevin import chain_ok, langevin_update
 
-    def f(gen, params, x, z0, noise, s, sigma, return_path, switches):
-        # z0: tuple of (n, d_l); noise: tuple of (K, n, d_l); s: tuple of 0-d arrays
-        def step(z, xi):
-            g = _grad_z(jnp, gen, params, x, z, sigma)  # ∇_z E(z_k)
-            z = langevin_update(z, g, xi, s)  # eq. (2.1)
-            return z, (z if return_path else None)
+    def step(z, xi):
+        g = _grad_z(jnp, gen, params, x, z, sigma)  # ∇_z E(z_k)
+        z = langevin_update(z, g, xi, s)  # eq. (2.1)
+        return z, (z if return_path else None)
 
-        zK, path = lax.scan(step, z0, noise)
-        if return_path:  # (K + 1, n, d_l): z_0 .. z_K
-            path = tuple(jnp.concat([a[None, ...], p], axis=0) for a, p in zip(z0, path))
-        return zK, path, chain_ok(jnp, zK)
+    zK, path = lax.scan(step, z0, noise)
+    if return_path:  # (K + 1, n, d_l): z_0 .. z_K
+        path = tuple(jnp.concat([a[None, ...], p], axis=0) for a, p in zip(z0, path))
+    return zK, path, chain_ok(jnp, zK)
+
+
+def _build_short_run():
+    def f(gen, params, x, z0, noise, s, sigma, return_path, switches):
+        return _scan_chain(gen, params, x, z0, noise, s, sigma, return_path)
 
     return _jit(f, ("gen", "sigma", "return_path"))
 
 
+def _build_theta_gradient():
+    import jax.numpy as jnp
+
+    from .energy import _value_and_grad
+
+    def f(gen, params, x, z0, noise, s, sigma, switches):
+        zK, _, ok = _scan_chain(gen, params, x, z0, noise, s, sigma, False)
+        energy, _, grads, residual = _value_and_grad(jnp, gen, params, x, zK, sigma, want_params=True,
+                                                     want_residual=True)  # eq. (3.1) at z_K
+        n = x.shape[0]
+        return jnp.mean(energy), {k: g * (1.0 / n) for k, g in grads.items()}, jnp.mean(residual * residual), ok
+
+    return _jit(f, ("gen", "sigma"))
+
+
+def theta_gradient(gen, params, x, *, step_size, n_steps, sigma, seed):
+    """The θ half of a training iteration (docs/math.md eq. 3.1) as one compiled call: the
+    chain from the noise of ``seed`` and the mean ``∇_θ E`` at ``z_K``. Returns
+    ``(grads, energy, mse, ok)`` (energy, mse and ok as 0-d arrays, read by the caller once).
+    Inputs are not validated (the training loop's own state)."""
+    import jax.numpy as jnp
+
+    z0, noise = stacked_chain_noise(gen, jnp, seed=seed, n=x.shape[0], n_steps=n_steps,
+                                    dtype=x.dtype, device=_backend.device(x))
+    s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
+    energy, grads, mse, ok = _compiled("theta_gradient")(gen, params, x, z0, noise, s, float(sigma),
+                                                         switches=_switches())
+    return grads, energy, mse, ok
+
+
 # ------------------------------------------------------------------ step-size objectives
+def _traced_chain_constants(gen, s, dtype, device):
+    """``srl.sensitivity.ChainConstants`` with traced step sizes ``s`` (tuple of 0-d arrays),
+    so that new step sizes do not recompile: A = diag(s²/2) and ∂A/∂s_j = s_j 1_{group j}."""
+    import jax.numpy as jnp
+
+    from .sensitivity import ChainConstants
+
+    ch = ChainConstants(jnp, gen, (1.0,) * len(gen.latent_dims), dtype, device)  # masks and shapes
+    ch.s = tuple(s)
+    ones = [jnp.ones((dl,), dtype=dtype) for dl in ch.dims]
+    ch.A_vec = jnp.concat([(0.5 * sl * sl) * o for sl, o in zip(s, ones)])  # (d,)
+    ch.dA = jnp.stack([jnp.concat([(sj if l == j else 0.0) * o for l, o in enumerate(ones)])
+                       for j, sj in enumerate(s)])  # (L, d)
+    return ch
+
+
 def _build_objective():
     import jax
     import jax.numpy as jnp
 
     from .objectives import _objective
-    from .sensitivity import ChainConstants
 
     def f(gen, params, x, z0, noise, s, sigma, kind, want_grad, n_chains, gradient, switches):
         def run():
-            ch = ChainConstants(jnp, gen, s, x.dtype, _backend.device(x))
+            ch = _traced_chain_constants(gen, s, x.dtype, _backend.device(x))
             return _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=want_grad,
                               n_chains=n_chains, gradient=gradient)
 
@@ -177,27 +227,24 @@ def _build_objective():
         ok = jnp.all(jnp.stack(oks)) if oks else jnp.asarray(True)
         return values, grad, ok
 
-    return jax.jit(f, static_argnames=("gen", "s", "sigma", "kind", "want_grad", "n_chains", "gradient",
-                                       "switches"))
+    return jax.jit(f, static_argnames=("gen", "sigma", "kind", "want_grad", "n_chains", "gradient", "switches"))
 
 
 def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n_chains, gradient):
     """Values ``(n,)`` and per-example s-gradients ``(n, L)`` (or None) of
-    ``srl.objectives._objective`` compiled as one function.
-
-    The step sizes are static here (the objectives' constants are built from them), so a new
-    step size compiles again; the chain's divergence checks are read once after the call.
+    ``srl.objectives._objective`` compiled as one function (step sizes traced, so changing
+    them does not recompile); the chain's divergence checks are read once after the call.
     """
     from .errors import DivergenceError
 
-    s = tuple(float(v) for v in step_size)
+    s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
     values, grad, ok = _compiled("objective")(
         gen, params, x, tuple(z0), [tuple(xi) for xi in noise], s, sigma, kind, bool(want_grad), int(n_chains),
         gradient, switches=_switches())
     if not bool(ok):  # one host read per objective evaluation
         raise DivergenceError(
-            f"step-size objective ({kind}) is not finite with step_size={s}: the chain diverged "
-            f"(z_K not finite or beyond 1e6 in magnitude); use a smaller step size"
+            f"step-size objective ({kind}) is not finite with step_size={tuple(float(v) for v in step_size)}: "
+            "the chain diverged (z_K not finite or beyond 1e6 in magnitude); use a smaller step size"
         )
     return values, grad
 
@@ -208,6 +255,7 @@ _BUILDERS = {
     "grad_params": _build_grad_params,
     "hvp_z": _build_hvp_z,
     "short_run": _build_short_run,
+    "theta_gradient": _build_theta_gradient,
     "objective": _build_objective,
 }
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from typing import NamedTuple, Optional
 
-from . import _backend
+from . import _backend, compiled
 from .distributed import SINGLE, keep_rows, local_chain_noise
 from .energy import _value_and_grad
 from .langevin import _short_run, check_chain, short_run
@@ -94,6 +94,11 @@ def _shortrun_theta(xp, cfg, gen, params, x, step_size, it, workers):
     are all-reduced, then divided by the global batch size.
     """
     seed, n = [cfg.seed, 1, it], x.shape[0]
+    if compiled.active(xp) and not workers.distributed:  # JAX: chain and θ-gradient in one compiled call
+        grads, energy, mse, ok = compiled.theta_gradient(gen, params, x, step_size=step_size,
+                                                         n_steps=cfg.n_steps, sigma=cfg.sigma, seed=seed)
+        if bool(ok):  # one host read; a diverged chain is re-run below to raise its usual error
+            return grads, {"energy": float(energy), "mse": float(mse)}
     if workers.distributed:
         rows = workers.rows(n)
         x = x[rows]

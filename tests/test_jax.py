@@ -99,6 +99,34 @@ def test_compiled_objectives_equal_eager():
         assert_tree_close(fast, eager, rtol=RTOL, atol=RTOL, err="values")
 
 
+def test_new_step_sizes_do_not_recompile_the_objective():
+    gen, p, x, z = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
+    fn = compiled._compiled("objective")
+    sizes = []
+    for s in (0.1, 0.12, 0.15):
+        srl.stepsize_objective(gen, p, x, step_size=s, n_steps=2, sigma=SIGMA, kind="reverse", gradient="forward")
+        sizes.append(fn._cache_size())
+    assert sizes[0] == sizes[1] == sizes[2]
+
+
+def test_compiled_training_iteration_equals_eager():
+    """The θ half of a training iteration (chain + mean ∇_θ E at z_K) in one compiled call."""
+    from srl import learning
+    from srl.distributed import SINGLE
+    from srl.train import TrainConfig
+
+    cfg = TrainConfig(model="mlp", latent_dims=(2, 3), hidden=6, n_steps=3, sigma=SIGMA, backend="jax",
+                      dtype="float64")
+    with jax.enable_x64(True):
+        gen, p, x, z = make_problem(MLP, n=4, seed=2, backend="jax", dtype="float64", sigma=SIGMA)
+        fast = learning._shortrun_theta(jnp, cfg, gen, p, x, (0.1, 0.2), 7, SINGLE)
+        with compiled.use_jit(False):
+            eager = learning._shortrun_theta(jnp, cfg, gen, p, x, (0.1, 0.2), 7, SINGLE)
+    assert_tree_close(fast[0], eager[0], rtol=RTOL, atol=RTOL, err="grads")
+    for k in ("energy", "mse"):
+        assert fast[1][k] == pytest.approx(eager[1][k], rel=RTOL)
+
+
 def test_divergence_is_reported_after_the_compiled_chain():
     gen, p, x, z = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=0.05)
     with pytest.raises(srl.DivergenceError, match="use a smaller step size"):
