@@ -429,7 +429,7 @@ def environment():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="all", choices=["all", "core", "stepsize", "train"])
+    ap.add_argument("--suite", default="all", choices=["all", "core", "stepsize", "train", "jax"])
     ap.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--ks", default="25,100", help="chain lengths for the step-size suite")
@@ -474,9 +474,15 @@ def _main(a):
     if a.suite in ("all", "stepsize"):
         suite_stepsize(devices, a.reps, rows, tuple(int(k) for k in a.ks.split(",")), a.paper_batch, a.paper_k,
                        memory=not a.no_memory, hutchinson_k=a.hutchinson_k)
+    if a.suite in ("all", "jax"):  # srl on JAX vs JAX autodiff + jit (benchmarks/jax_peer.py)
+        import jax_peer
+
+        jax_peer.suite_jax(a.reps, rows)
     Path(a.json).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
     print(f"wrote {a.json}")
-    print(markdown(rows, environment()))
+    print(markdown([r for r in rows if r["suite"] != "jax"], environment()))
+    if any(r["suite"] == "jax" for r in rows):
+        print("\n" + jax_peer.markdown([r for r in rows if r["suite"] == "jax"]))
 
 
 if __name__ == "__main__":
