@@ -191,7 +191,7 @@ def theta_gradient(gen, params, x, *, step_size, n_steps, sigma, seed):
     s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
     energy, grads, mse, ok = _compiled("theta_gradient")(gen, params, x, z0, noise, s, float(sigma),
                                                          switches=_switches())
-    return grads, energy, mse, ok
+    return _in_key_order(params, grads), energy, mse, ok
 
 
 # ------------------------------------------------------------------ step-size objectives
@@ -268,8 +268,13 @@ def grad_z(gen, params, x, z, sigma):
     return _compiled("grad_z")(gen, params, x, tuple(z), sigma, switches=_switches())
 
 
+def _in_key_order(params, grads):
+    """JAX returns dicts with sorted keys; give them back in the order of ``params``."""
+    return {k: grads[k] for k in params}
+
+
 def grad_params(gen, params, x, z, sigma):
-    return _compiled("grad_params")(gen, params, x, tuple(z), sigma, switches=_switches())
+    return _in_key_order(params, _compiled("grad_params")(gen, params, x, tuple(z), sigma, switches=_switches()))
 
 
 def hvp_z(gen, params, x, z, v, sigma):
