@@ -171,7 +171,7 @@ def _compare(backend, dtype, model) -> list:
 
     names = list(CONFIGS) if model == "all" else [model]
     have_torch = importlib.util.find_spec("torch") is not None
-    have_jax = importlib.util.find_spec("jax") is not None
+    have_jax = _importable("jax")
     rows = []
     for name in names:
         cfg = CONFIGS[name]
@@ -194,6 +194,15 @@ def _compare(backend, dtype, model) -> list:
             row["ok"] = bool(rels) and all(r <= tol for r in rels)
             rows.append(row)
     return rows
+
+
+def _importable(name: str) -> bool:
+    """Whether ``name`` imports (an installed but broken package counts as absent)."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def run_check(*, backend="numpy", dtype="float64", model="all", as_json=False, stream=None) -> int:
