@@ -31,7 +31,7 @@ from importlib import resources
 import numpy as np
 
 from .errors import NonFiniteError, ShapeError
-from .frechet import DigitsClassifier, _to_numpy, frechet_distance, gaussian_stats
+from .frechet import DigitsClassifier, _to_numpy, check_classifier_images, frechet_distance, gaussian_stats
 
 __all__ = ["FashionClassifier", "fashion_classifier", "fashion_features", "fashion_frechet",
            "FASHION_TEST_ACCURACY", "FASHION_FINGERPRINT", "WEIGHTS_FILE"]
@@ -106,17 +106,9 @@ def fashion_classifier() -> FashionClassifier:
 
 
 def _check_images(images, *, atol: float = 1e-6) -> np.ndarray:
-    x = _to_numpy(images)
-    if x.ndim != 4 or x.shape[1:] not in ((1, 28, 28), (1, 32, 32)):
-        raise ShapeError(f"images have shape {x.shape}, expected (N, 1, 28, 28) or (N, 1, 32, 32) in [-1, 1]")
-    if x.shape[0] < 2:
-        raise ShapeError(f"images have shape {x.shape}: need at least 2 images (use >= 1000)")
-    if not np.all(np.isfinite(x)):
-        raise NonFiniteError("images contain NaN or infinity")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -1.0 - atol or hi > 1.0 + atol:
-        raise ValueError(f"images have values in [{lo:.4g}, {hi:.4g}], expected [-1, 1] (x / 255 * 2 - 1)")
-    return np.clip(x, -1.0, 1.0)
+    return check_classifier_images(
+        images, shapes=((1, 28, 28), (1, 32, 32)), expected="(N, 1, 28, 28) or (N, 1, 32, 32) in [-1, 1]",
+        count_hint="use >= 1000", range_hint="(x / 255 * 2 - 1)", atol=atol)
 
 
 def fashion_features(images) -> np.ndarray:

@@ -358,21 +358,29 @@ def _reference_stats(reference: str):
     return mu, cov
 
 
-def _check_digit_images(images, *, atol: float = 1e-6) -> np.ndarray:
+def check_classifier_images(images, *, shapes, expected, count_hint, range_hint, atol: float = 1e-6) -> np.ndarray:
+    """Images for a Fréchet classifier as float NumPy ``(N, C, H, W)`` in [−1, 1]: one of
+    ``shapes`` per image, at least 2 images, finite, within ``atol`` of the range (then
+    clipped). ``expected``, ``count_hint`` and ``range_hint`` word the errors."""
     x = _to_numpy(images)
-    if x.ndim != 4 or x.shape[1:] != (1, 8, 8):
-        raise ShapeError(f"images have shape {x.shape}, expected (N, 1, 8, 8) digits in [-1, 1]")
+    if x.ndim != 4 or x.shape[1:] not in shapes:
+        raise ShapeError(f"images have shape {x.shape}, expected {expected}")
     if x.shape[0] < 2:
-        raise ShapeError(f"images have shape {x.shape}: need at least 2 images (use >= 300, see digits_frechet)")
+        raise ShapeError(f"images have shape {x.shape}: need at least 2 images ({count_hint})")
     if not np.all(np.isfinite(x)):
         raise NonFiniteError("images contain NaN or infinity")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1.0 - atol or hi > 1.0 + atol:
-        raise ValueError(
-            f"images have values in [{lo:.4g}, {hi:.4g}], expected [-1, 1] (the digits' scale "
-            "pixel/16*2-1); rescale, or np.clip(images, -1, 1) if samples include observation noise"
-        )
+        raise ValueError(f"images have values in [{lo:.4g}, {hi:.4g}], expected [-1, 1] {range_hint}")
     return np.clip(x, -1.0, 1.0)
+
+
+def _check_digit_images(images, *, atol: float = 1e-6) -> np.ndarray:
+    return check_classifier_images(
+        images, shapes=((1, 8, 8),), expected="(N, 1, 8, 8) digits in [-1, 1]",
+        count_hint="use >= 300, see digits_frechet",
+        range_hint="(the digits' scale pixel/16*2-1); rescale, or np.clip(images, -1, 1) if samples include "
+                   "observation noise", atol=atol)
 
 
 def digits_features(images) -> np.ndarray:
