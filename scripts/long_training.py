@@ -44,28 +44,16 @@ def parse_variant(text):
     return name, kw
 
 
-def hessian_top_eigenvalue(gen, params, x, zK, sigma, *, iters=20):
-    """Mean over examples of λ_max(∇²_z E(z_K; x)) by power iteration on HVPs."""
+def stability_summary(gen, params, x, zK, s, sigma):
+    """At the chains' ends: mean λ_max(∇²_z E) and the 90% quantile of the stability index
+    λ̃_max (docs/math.md eq. 2.2; the chain is stable where λ̃_max < 2)."""
     from srl import _backend
-    from srl.energy import _hvp
+    from srl.stability import stability_index
 
-    xp = _backend.array_namespace(x)
-    rng = np.random.default_rng(0)
-    v = tuple(_backend.from_numpy(xp, rng.standard_normal(z.shape), dtype=z.dtype, device=_backend.device(z))
-              for z in zK)
-
-    def norm(v):  # (n,)
-        return xp.sqrt(sum(xp.sum(a * a, axis=1) for a in v))
-
-    lam = None
-    for _ in range(iters):
-        nv = norm(v)
-        v = tuple(a / nv[:, None] for a in v)
-        _, hv = _hvp(xp, gen, params, x, zK, tuple(a[None] for a in v), sigma)
-        hv = tuple(a[0] for a in hv)
-        lam = sum(xp.sum(a * b, axis=1) for a, b in zip(v, hv))  # Rayleigh quotient (n,)
-        v = hv
-    return float(np.mean(_backend.to_numpy(lam)))
+    unscaled = (2.0**0.5,) * len(s)  # A^{1/2} = I: λ̃_max = λ_max(H)
+    lam_h = _backend.to_numpy(stability_index(gen, params, x, zK, step_size=unscaled, sigma=sigma))
+    lam_s = _backend.to_numpy(stability_index(gen, params, x, zK, step_size=tuple(s), sigma=sigma))
+    return float(np.mean(lam_h)), float(np.quantile(lam_s, 0.9))
 
 
 def evaluate_chunk(run_dir: Path, ds, n_test):
@@ -78,17 +66,18 @@ def evaluate_chunk(run_dir: Path, ds, n_test):
     x = to_backend(ds.test[:n_test], gen_p[next(iter(gen_p))])
     if enc is None:
         x_hat, zK = reconstruct(gen, gen_p, x, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=[cfg.seed, 6])
-        lam = hessian_top_eigenvalue(gen, gen_p, x[:50], tuple(z[:50] for z in zK), cfg.sigma)
+        lam, stab = stability_summary(gen, gen_p, x[:100], tuple(z[:100] for z in zK), s, cfg.sigma)
     else:
         from srl.vae import reconstruct as vae_reconstruct
 
         xp = _backend.array_namespace(x)
         x_hat = vae_reconstruct(xp, gen, enc, gen_p, enc_p, x)
-        lam = None
+        lam = stab = None
     mse = float(np.mean((_backend.to_numpy(x_hat) - ds.test[:n_test]) ** 2))
     syn = _synthesis_metrics(gen, gen_p, seed=cfg.seed, n_samples=1000, x_reference=ds.test, dataset=cfg.data)
     fd = syn.get("frechet_digits", syn.get("frechet_fashion"))
-    return {"mse": mse, "frechet": fd, "step_size": list(s), "hessian_max": lam}
+    return {"mse": mse, "frechet": fd, "step_size": list(s), "hessian_max": lam,
+            "stability_q90": stab}
 
 
 def train_with_curve(cfg, every, n_test, *, on_chunk=None, summary=False):
@@ -176,19 +165,21 @@ def plot(out_root: Path, path: Path):
         name = c.parent.name.rsplit("-seed", 1)[0]
         runs.setdefault(name, []).append([json.loads(l) for l in c.read_text().splitlines()])
     keys = [("mse", "held-out MSE / pixel"), ("frechet", "Fréchet distance (1000 samples)"),
-            ("step_size", "step size s (top group)"), ("hessian_max", "λ_max of ∇²E at z_K")]
+            ("step_size", "step size s (bottom group)"), ("hessian_max", "λ_max of ∇²E at z_K"),
+            ("stability_q90", "stability index λ̃_max, 90% quantile (eq. 2.2)")]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
     for i, (name, curves) in enumerate(sorted(runs.items())):
         color = f"C{i}"
         for j, curve in enumerate(curves):
             ep = [r["epoch"] for r in curve]
             for ax, (k, label) in zip(axes, keys):
-                ys = [(r[k][0] if isinstance(r[k], list) else r[k]) for r in curve]
+                ys = [(r[k][-1] if isinstance(r.get(k), list) else r.get(k)) for r in curve]
                 ys = [np.nan if y is None else y for y in ys]
                 ax.plot(ep, ys, color=color, alpha=0.8, label=name if j == 0 else None)
                 ax.set_title(label, fontsize=9)
                 ax.set_xlabel("epoch")
-    axes[-1].set_yscale("log")
+    axes[3].set_yscale("log")
+    axes[4].axhline(2.0, color="k", lw=0.8, ls="--")
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=7)
     fig.tight_layout()

@@ -81,6 +81,8 @@ class TrainConfig:
     step_objective: str = option("reverse", "J_jac (docs/math.md eq. 4.1) or the reverse-kernel bound (eq. 5.1)",
                                  group="inference", choices=STEP_OBJECTIVES)
     step_every: int = option(5, "update s every N iterations", group="inference")
+    step_iterations: int = option(500, "optimise s during the first N iterations, then hold it (0: during the whole "
+                                  "run; docs/math.md §5, 'Choosing s')", group="inference")
     step_subset: int = option(32, "examples used per s update", group="inference")
     step_lr: float = option(0.05, "Adam learning rate on log s", group="inference")
     tied: bool = option(False, "one step size shared by all groups", group="inference", parse=bool)
@@ -112,6 +114,7 @@ class TrainConfig:
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
             raise ValueError(f"{_named('out')} must name a directory, got {self.out!r}")
         _check_int("n_steps", self.n_steps, minimum=0)
+        _check_int("step_iterations", self.step_iterations, minimum=0)
         _check_int("pad", self.pad, minimum=0)
         _check_int("seed", self.seed, minimum=0)
         for name, minimum in (("limit", 1), ("hidden", 1), ("channels", 1), ("blas_threads", 0)):

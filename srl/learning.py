@@ -6,8 +6,9 @@
 2. θ ← Adam step along ``−(1/n) Σ_i ∇_θ E_θ(z_K,i; x_i)`` with ``z_K`` held constant
    (eq. 3.1: no gradient flows through the chain) — or, for the VAE baseline, along the
    reparameterised −ELBO gradient (§8);
-3. every ``step_every`` iterations, one step-size update (grid search or Adam on log s,
-   on J_jac or the reverse-kernel bound) on the first ``step_subset`` examples.
+3. every ``step_every`` iterations of the first ``step_iterations``, one step-size update
+   (grid search or Adam on log s, on J_jac or the reverse-kernel bound) on the first
+   ``step_subset`` examples; afterwards s is held.
 
 Every random draw is keyed by ``(seed, iteration)``, so the same state and minibatch give
 the same result: a run resumed from a checkpoint of the state reproduces the
@@ -185,7 +186,8 @@ def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float, wo
                               "the θ learning rate is too large for this model; lower --lr")
     metrics["step_size"] = [float(v) for v in state.step_size]
     step_size, stepper = state.step_size, state.stepper
-    if opt.step is not None and cfg.method != "vae" and it % cfg.step_every == 0:
+    optimising_s = cfg.step_iterations == 0 or it < cfg.step_iterations  # then s is held (docs/math.md §5)
+    if opt.step is not None and cfg.method != "vae" and optimising_s and it % cfg.step_every == 0:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StepSizeWarning)
             upd, stepper = opt.step.update(stepper, gen, params, x[:cfg.step_subset, ...], step_size,
@@ -196,4 +198,7 @@ def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float, wo
         step_size = upd.step_size
         metrics["step_objective"] = upd.objective
         metrics["step_diverged"] = upd.diverged
+        if upd.stability == upd.stability:  # checked (not nan): the chain's stability index, eq. (2.2)
+            metrics["step_stability"] = upd.stability
+            metrics["step_projected"] = upd.projected
     return TrainState(params, adam, stepper, step_size, it + 1), metrics

@@ -26,6 +26,7 @@ from . import _backend
 from .distributed import SINGLE, local_chain_noise
 from .errors import DivergenceError
 from .objectives import KINDS, stepsize_objective
+from .random import host_rng, standard_normal_groups
 
 
 def _check_positive(name, value):
@@ -47,6 +48,8 @@ class StepSizeUpdate:
     grad: Optional[tuple] = None  # mean gradient per group (gradient method)
     diverged: bool = False  # whether a back-off happened
     evaluated: dict = field(default_factory=dict)  # grid: candidate tuple -> mean objective
+    stability: float = math.nan  # the checked quantile of the chain's stability index λ̃_max (eq. 2.2)
+    projected: bool = False  # whether s was projected back into the stable region
 
 
 def _mean_objective(gen, params, x, s, *, kind, n_steps, sigma, seed, workers=SINGLE, **opts):
@@ -80,6 +83,34 @@ def _mean_objective(gen, params, x, s, *, kind, n_steps, sigma, seed, workers=SI
     if total[0] > 0:
         raise DivergenceError(reason or f"step-size objective ({kind}) diverged on another worker with step_size={s}")
     return float(total[1]) / n, total[2:] / n
+
+
+def _stability_indices(gen, params, x, s, *, n_steps, sigma, seed, n_iter, workers=SINGLE):
+    """Per-example stability index ``λ̃_max`` (eq. 2.2) at the ``z_K`` of a chain at ``s``,
+    ``(n,)`` on host; with several workers each computes its rows and the vector is all-reduced."""
+    from .langevin import _short_run, chain_ok, check_chain
+    from .stability import _stability_index
+
+    xp, n = _backend.array_namespace(x), x.shape[0]
+    rows = workers.rows(n) if workers.distributed else slice(0, n)
+    dev = _backend.device(x)
+    z0, noise = local_chain_noise(seed, n, gen.latent_dims, n_steps, rows=rows, xp=xp, dtype=x.dtype, device=dev)
+    zK, _ = _short_run(xp, gen, params, x[rows, ...], z0, noise, s, sigma)  # eq. (2.1)
+    if not workers.distributed:
+        check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=n_steps)
+    v0 = standard_normal_groups(host_rng([*np.atleast_1d(seed).tolist(), 1]), n, gen.latent_dims, xp=xp,
+                                dtype=x.dtype, device=dev)
+    lam = _stability_index(xp, gen, params, x[rows, ...], zK, tuple(v[rows, ...] for v in v0), s, sigma, n_iter)
+    lam = _backend.to_numpy(lam).astype(np.float64)  # (n_rows,)
+    if not workers.distributed:
+        return lam
+    full = np.zeros(n + 1)  # every worker's rows, and a divergence count, all-reduced
+    full[rows] = lam
+    full[n] = 0.0 if chain_ok(xp, zK) else 1.0
+    full = workers.sum_host(full)
+    if full[n] > 0:
+        raise DivergenceError(f"short-run chain diverged on a worker with step_size={s}")
+    return full[:n]
 
 
 class GridSearch:
@@ -181,15 +212,31 @@ class AdamLogStep:
     ``tied=True`` keeps one shared value (the group gradients are summed). On divergence
     the step size is multiplied by ``backoff``, the Adam moments are reset and a
     ``StepSizeWarning`` is raised. ``min_step``/``max_step`` bound the result.
+
+    **Stable region** (docs/math.md eq. 2.2 and §5, "Choosing s"). Before each step the
+    stability index ``λ̃_max`` of the chain is estimated at ``z_K`` for every example
+    (``srl.stability``). When more than ``1 − stable_fraction`` of the examples have
+    ``λ̃_max ≥ 2`` the chain is unstable for them, and the objectives' pathwise s-gradients
+    grow like ``|1 − λ̃_max|^K`` with a sign that carries no information. Instead of an
+    Adam step, s is then projected back into the stable region: all groups are scaled by
+    ``c = (2·margin / q)^{1/2}``, where q is the ``stable_fraction`` quantile of ``λ̃_max``
+    (``λ̃`` scales as s², so the quantile lands at ``2·margin``); the Adam moments are kept.
+    ``stable_fraction=None`` turns the projection off.
     """
 
     def __init__(self, *, kind: str = "reverse", lr: float = 0.05, betas=(0.9, 0.999), eps: float = 1e-8,
                  tied: bool = False, backoff: float = 0.5, min_step: float = 1e-5, max_step: float = 2.0,
+                 stable_fraction: Optional[float] = 0.9, margin: float = 0.9, power_iterations: int = 10,
                  **objective_options):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         _check_positive("lr (the step-size learning rate)", lr)
         _check_positive("backoff", backoff)
+        for name, value in (("stable_fraction", stable_fraction), ("margin", margin)):
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value <= 1):
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        self.stable_fraction, self.margin = stable_fraction, float(margin)
+        self.power_iterations = int(power_iterations)
         self.kind, self.lr, self.betas, self.eps = kind, float(lr), tuple(betas), float(eps)
         self.tied, self.backoff = tied, float(backoff)
         self.min_step, self.max_step = float(min_step), float(max_step)
@@ -223,6 +270,15 @@ class AdamLogStep:
             raise ValueError(f"tied step sizes must start equal, got {tuple(s.tolist())}: give one initial value "
                              "(or tied=False)")
         try:
+            stability = math.nan
+            if self.stable_fraction is not None:
+                lam = _stability_indices(gen, params, x, tuple(float(v) for v in s), n_steps=n_steps, sigma=sigma, seed=seed,
+                                         n_iter=self.power_iterations, workers=workers)
+                stability = float(np.quantile(lam, self.stable_fraction))
+                if not stability < 2.0:  # eq. (2.2) fails for too many examples: project, no gradient step
+                    new = np.clip(s * math.sqrt(2.0 * self.margin / stability), self.min_step, self.max_step)
+                    return StepSizeUpdate(tuple(float(v) for v in new), math.nan, stability=stability,
+                                          projected=True), state
             value, grad = _mean_objective(gen, params, x, tuple(s), kind=self.kind, n_steps=n_steps, sigma=sigma,
                                           seed=seed, workers=workers, **self.options)
         except DivergenceError as exc:
@@ -241,5 +297,6 @@ class AdamLogStep:
         mhat, vhat = m / (1 - b1**t), v / (1 - b2**t)
         log_s = np.log(s) - self.lr * mhat / (np.sqrt(vhat) + self.eps)
         new = np.clip(np.exp(log_s), self.min_step, self.max_step)
-        update = StepSizeUpdate(tuple(float(v) for v in new), value, grad=tuple(float(v) for v in grad))
+        update = StepSizeUpdate(tuple(float(v) for v in new), value, grad=tuple(float(v) for v in grad),
+                                stability=stability)
         return update, LogStepAdamState(t, m, v)

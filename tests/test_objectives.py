@@ -349,3 +349,49 @@ def test_divergent_step_sizes_back_off_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         GridSearch(kind="reverse", candidates=(0.05,)).update(None, gen, p, x, (0.1, 0.1), n_steps=3, sigma=0.5, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["jacobian", "reverse"])
+def test_adam_on_log_s_is_projected_into_the_stable_region(kind):
+    """Beyond (s²/2) λ_max(H) = 2 (docs/math.md eq. 2.2) the chain stays finite for K = 25
+    but its s-sensitivities grow like |1 − λ̃|^K: instead of following that gradient the
+    update scales s so that λ̃_max = 2·margin, and keeps Adam's state; inside it steps."""
+    gen, p, x, G, b, sigma = linear_gaussian()
+    lam = np.linalg.eigvalsh(np.eye(3) + G.T @ G / sigma**2).max()  # H is constant: λ̃ is exact
+    xs = np.concatenate([x] * 16) + np.random.default_rng(0).normal(0, 0.3, (16,) + x.shape[1:])
+    s_stable = math.sqrt(2 * 0.8 / lam)  # λ̃_max = 0.8 (at 1, I − AH is singular and J_jac infinite)
+    s_unstable = math.sqrt(2 * 2.5 / lam)  # λ̃_max = 2.5: |1 − 2.5|^25 ≈ 2.5e4, yet finite
+    opt = AdamLogStep(kind=kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        upd, state = opt.update(opt.init(), gen, p, xs, (s_stable, s_stable), n_steps=25, sigma=sigma, seed=0)
+        assert not upd.projected and state.t == 1 and upd.grad is not None
+        # 10 power iterations with eigenvalue ratio 11.6/40.9 leave a relative error ≈ 0.28^20
+        assert upd.stability == pytest.approx(0.8, rel=1e-8)
+        upd2, state2 = opt.update(state, gen, p, xs, (s_unstable, s_unstable), n_steps=25, sigma=sigma, seed=0)
+    assert upd2.projected and state2 == state and upd2.grad is None
+    assert upd2.stability == pytest.approx(2.5, rel=1e-8)
+    np.testing.assert_allclose(upd2.step_size, (s_unstable * math.sqrt(1.8 / 2.5),) * 2, rtol=1e-8)  # margin 0.9
+    # without the projection the same update follows the exploding gradient
+    free = AdamLogStep(kind=kind, stable_fraction=None)
+    upd3, _ = free.update(free.init(), gen, p, xs, (s_unstable, s_unstable), n_steps=25, sigma=sigma, seed=0)
+    assert not upd3.projected and max(abs(g) for g in upd3.grad) > 1e3 * max(abs(g) for g in upd.grad)
+
+
+def test_stability_index_is_the_top_eigenvalue_of_the_scaled_hessian():
+    from srl.stability import stability_index
+
+    gen, p, x, _ = make_problem({"kind": "mlp", "latent_dims": [2, 3], "hidden": 6, "out_shape": [1, 3, 3]},
+                                n=5, seed=1)
+    z = gen.prior(5, seed=2)
+    s = (0.3, 0.1)
+    H = srl.hessian_z(gen, p, x, z, sigma=0.2)  # (n, d, d)
+    a = np.array([0.3] * 2 + [0.1] * 3) / math.sqrt(2)
+    ev = np.linalg.eigvalsh(a[:, None] * H * a[None, :])  # (n, d), ascending
+    top = ev[np.arange(5), np.abs(ev).argmax(axis=1)]  # power iteration finds the largest |λ|
+    lam = stability_index(gen, p, x, z, step_size=s, sigma=0.2, n_iter=300, seed=0)
+    # float64; 300 iterations reduce the Rayleigh-quotient error below 1e-9 unless the top
+    # two eigenvalues are within 3% of each other, which these draws are not (checked below)
+    second = np.sort(np.abs(ev), axis=1)[:, -2]
+    assert np.all(second < 0.97 * np.abs(top))
+    np.testing.assert_allclose(lam, top, rtol=1e-9)

@@ -220,3 +220,18 @@ def test_train_step_is_a_pure_function_of_the_state_and_minibatch(tmp_path):
         np.testing.assert_array_equal(s0.params[k], before[k])
         np.testing.assert_array_equal(a.params[k], b.params[k])
     assert all(not np.array_equal(a.params[k], before[k]) for k in before)  # θ did move
+
+
+def test_step_sizes_are_held_after_step_iterations(tmp_path):
+    """s is optimised during the first ``step_iterations`` iterations only (docs/math.md §5,
+    "Choosing s"), then held while θ keeps learning; 0 optimises it throughout."""
+    res = train(_cfg(tmp_path, "held", epochs=4, step_method="gradient", step_iterations=6), progress=False,
+                evaluate_at_end=False)
+    s = [tuple(h["step_size"]) for h in res.history]  # the s used at iterations 1..16
+    updated = [h["iteration"] for h in res.history if "step_objective" in h]
+    assert updated == [1, 3, 5]  # iterations 0, 2, 4 (0-based) of the first 6, every step_every = 2
+    assert len(set(s[:7])) > 1 and len(set(s[6:])) == 1 and res.step_size == s[-1]
+    free = train(_cfg(tmp_path, "free", epochs=4, step_method="gradient", step_iterations=0), progress=False,
+                 evaluate_at_end=False)
+    assert [h["iteration"] for h in free.history if "step_objective" in h] == list(range(1, 17, 2))
+    assert free.history[:6] == res.history[:6]  # the same run up to the hold
