@@ -188,6 +188,26 @@ def plot(out_root: Path, path: Path):
     print(f"wrote {path}")
 
 
+def table(out_root: Path) -> str:
+    """Markdown: for every run under ``out_root``, the best and the final held-out MSE and
+    Fréchet distance (with their epochs), the final step sizes, λ_max and stability index."""
+    lines = ["| run | best MSE (epoch) | final MSE | best Fréchet (epoch) | final Fréchet | final s | "
+             "λ_max(H) | λ̃ q90 |", "|---|---|---|---|---|---|---|---|"]
+    for c in sorted(out_root.glob("*/curve.jsonl")):
+        curve = [json.loads(l) for l in c.read_text().splitlines()]
+        if not curve:
+            continue
+        bm = min(curve, key=lambda r: r["mse"])
+        bf = min(curve, key=lambda r: r["frechet"])
+        end = curve[-1]
+        q = end.get("stability_q90")
+        lines.append(f"| {c.parent.name} (to epoch {end['epoch']}) | {bm['mse']:.4f} ({bm['epoch']}) | {end['mse']:.4f} | "
+                     f"{bf['frechet']:.2f} ({bf['epoch']}) | {end['frechet']:.2f} | "
+                     f"{' / '.join(f'{v:.3g}' for v in end['step_size'])} | {end['hessian_max']:.0f} | "
+                     f"{'—' if q is None else f'{q:.2f}'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     from srl.train import TrainConfig
 
@@ -201,9 +221,13 @@ def main(argv=None):
     p.add_argument("--data", default="digits")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--plot", default=None, help="write the curves of every run under --out to this PNG")
+    p.add_argument("--table", action="store_true", help="print the best/final table of every run under --out")
     p.add_argument("--s-grid", nargs="*", default=None, help="snapshots (checkpoint-eNNNN.npz) to scan over s")
     a = p.parse_args(argv)
     out_root = Path(a.out)
+    if a.table:
+        print(table(out_root))
+        return 0
     if a.plot:
         plot(out_root, Path(a.plot))
         return 0
