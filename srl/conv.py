@@ -161,10 +161,15 @@ class _Map:
 
     def __init__(self, xp, device, idx, n_in, kk):
         self.kk, self.n_in = kk, n_in
-        # JAX has 64-bit integers only in its 64-bit mode; the indices fit int32 anyway
-        itype = xp.int32 if xp.__name__ == "jax.numpy" else xp.int64
-        self.idx = xp.asarray(idx, dtype=itype, device=device)  # (P_out·kk,) into n_in + 1 rows
-        self.idx_t = xp.asarray(_with_offsets(idx, n_in, kk), dtype=itype, device=device)
+        idx_t = _with_offsets(idx, n_in, kk)
+        if xp.__name__ == "jax.numpy":
+            # Host int32 arrays (JAX has 64-bit integers only in its 64-bit mode; the indices
+            # fit int32): a cached JAX array made while tracing under jax.jit would be a tracer
+            # that leaks into the next trace, a host array is a compile-time constant there.
+            self.idx, self.idx_t = idx.astype(np.int32), idx_t.astype(np.int32)
+            return
+        self.idx = xp.asarray(idx, dtype=xp.int64, device=device)  # (P_out·kk,) into n_in + 1 rows
+        self.idx_t = xp.asarray(idx_t, dtype=xp.int64, device=device)
 
 
 _device_maps: dict = {}

@@ -148,7 +148,8 @@ def grad_params(gen, params, x, z, *, sigma):
     xp, sigma = _prepare(gen, params, x, z, sigma)
     if compiled.active(xp):
         return compiled.grad_params(gen, params, x, z, sigma)
-    return _value_and_grad(xp, gen, params, x, tuple(z), sigma, want_params=True, want_energy=False)[2]
+    grads = _value_and_grad(xp, gen, params, x, tuple(z), sigma, want_params=True, want_energy=False)[2]
+    return {k: grads[k] for k in params}  # the key order of params (the reverse pass fills it backwards)
 
 
 def hvp_z(gen, params, x, z, v, *, sigma):
