@@ -67,6 +67,12 @@ def clear_cache():
     _cache.clear()
 
 
+def tracing() -> bool:
+    """True while a compiled objective is being traced (``srl.loop.fold`` then emits one
+    ``lax.scan`` instead of a Python loop)."""
+    return _deferred is not None
+
+
 def defer(ok, what: str) -> bool:
     """Inside a compiled trace, record the check ``ok()`` (a 0-d boolean array) as an output
     and return True; outside, return False (the caller checks eagerly)."""
@@ -217,30 +223,38 @@ def _build_objective():
 
     from .objectives import _objective
 
-    def f(gen, params, x, z0, noise, s, sigma, kind, want_grad, n_chains, gradient, switches):
+    def f(gen, params, x, z0, noise, s, probes, sigma, kind, want_grad, n_chains, gradient, logdet, series_terms,
+          switches):
         def run():
             ch = _traced_chain_constants(gen, s, x.dtype, _backend.device(x))
+            opts = {"gradient": gradient}
+            if kind == "jacobian":
+                opts.update(logdet=logdet, probes=probes, series_terms=series_terms)
             return _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=want_grad,
-                              n_chains=n_chains, gradient=gradient)
+                              n_chains=n_chains, **opts)
 
         (values, grad), _, oks = _with_checks(run)  # every chain check and the finiteness test
         ok = jnp.all(jnp.stack(oks)) if oks else jnp.asarray(True)
         return values, grad, ok
 
-    return jax.jit(f, static_argnames=("gen", "sigma", "kind", "want_grad", "n_chains", "gradient", "switches"))
+    return jax.jit(f, static_argnames=("gen", "sigma", "kind", "want_grad", "n_chains", "gradient", "logdet",
+                                       "series_terms", "switches"))
 
 
-def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n_chains, gradient):
+def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n_chains, gradient,
+              logdet="exact", probes=None, series_terms=8):
     """Values ``(n,)`` and per-example s-gradients ``(n, L)`` (or None) of
-    ``srl.objectives._objective`` compiled as one function (step sizes traced, so changing
-    them does not recompile); the chain's divergence checks are read once after the call.
+    ``srl.objectives._objective`` compiled as one function: the K steps are one ``lax.scan``
+    (``srl.loop.fold``) over the stacked ``noise`` (tuple of ``(K, n, d_l)``) and, for the
+    Hutchinson log-det, ``probes (K, P, n, d)``; step sizes are traced, so changing them does
+    not recompile. The chain's divergence checks are read once after the call.
     """
     from .errors import DivergenceError
 
     s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
     values, grad, ok = _compiled("objective")(
-        gen, params, x, tuple(z0), [tuple(xi) for xi in noise], s, sigma, kind, bool(want_grad), int(n_chains),
-        gradient, switches=_switches())
+        gen, params, x, tuple(z0), tuple(noise), s, probes, sigma, kind, bool(want_grad), int(n_chains),
+        gradient, logdet, int(series_terms), switches=_switches())
     if not bool(ok):  # one host read per objective evaluation
         raise DivergenceError(
             f"step-size objective ({kind}) is not finite with step_size={tuple(float(v) for v in step_size)}: "

@@ -46,7 +46,7 @@ from .energy import _grad_z, _hvp, _value_and_grad, columns_to_matrix, unit_dire
 from .errors import DivergenceError
 from .jet import Jet
 from .langevin import check_chain, langevin_update
-from .random import rademacher
+from .loop import fold, length
 from .sensitivity import log_normal
 
 LOGDETS = ("exact", "hutchinson")
@@ -108,11 +108,12 @@ def exact_logdet_step(ch, params, x, z, t, sigma, *, want_grad):
     return tuple(gj.a for gj in gz), tuple(gj.c for gj in gz), logabs, regular, dterm
 
 
-def hutchinson_logdet_step(ch, params, x, z, t, sigma, *, want_grad, rng, n_probes, series_terms):
-    """Truncated-series Hutchinson estimate of ``log det(I − A H)`` (the series above)."""
+def hutchinson_logdet_step(ch, params, x, z, t, sigma, *, want_grad, probes, series_terms):
+    """Truncated-series Hutchinson estimate of ``log det(I − A H)`` (the series above) with the
+    Rademacher ``probes (P, n, d)`` (drawn by the caller: randomness stays out of the math)."""
     xp, gen = ch.xp, ch.gen
-    n, P, L = z[0].shape[0], int(n_probes), ch.L
-    v = rademacher(rng, (P, n, ch.d), xp=xp, dtype=ch.dtype, device=ch.device)  # (P, n, d)
+    v = probes  # (P, n, d)
+    n, P, L = z[0].shape[0], v.shape[0], ch.L
     vg, off = [], 0
     for dl in ch.dims:
         vg.append(v[..., off:off + dl])  # (P, n, d_l)
@@ -172,30 +173,41 @@ def hutchinson_logdet_step(ch, params, x, z, t, sigma, *, want_grad, rng, n_prob
     return g, tuple(gj.c for gj in gz), logdet, dterm
 
 
-def jacobian_bound(ch, params, x, z0, noise, sigma, *, want_grad, logdet="exact", rng=None,
-              n_probes=8, series_terms=8):
-    """J_jac (4.1) per example and its per-example s-gradient (4.3): ``(values, grad (n, L))``."""
+def jacobian_bound(ch, params, x, z0, noise, sigma, *, want_grad, logdet="exact", probes=None, series_terms=8):
+    """J_jac (4.1) per example and its per-example s-gradient (4.3): ``(values, grad (n, L))``.
+
+    ``noise``: tuple like z of ``(K, n, d_l)`` stacks (ξ_0..ξ_{K−1}); ``probes``: the
+    Hutchinson probes ``(K, P, n, d)`` (``logdet="hutchinson"`` only). The K steps are one
+    ``srl.loop.fold`` (a compiled loop on JAX).
+    """
     xp = ch.xp
     n = z0[0].shape[0]
-    z, t = z0, ch.zeros_tangent(n)
-    sum_logdet = xp.zeros((n,), dtype=ch.dtype, device=ch.device)
-    grad = xp.zeros((n, ch.L), dtype=ch.dtype, device=ch.device) if want_grad else None
-    regular = None  # all I − A H_k so far regular (0-d), checked once after the loop
-    for xi in noise:
-        if logdet == "exact":
+    exact = logdet == "exact"
+
+    def step(carry, inputs):
+        z, t, sum_logdet, grad, regular = carry
+        xi, v = inputs  # ξ_k tuple of (n, d_l);  probes (P, n, d) or None
+        if exact:
             g, Ht, logabs, ok, dterm = exact_logdet_step(ch, params, x, z, t, sigma, want_grad=want_grad)
-            regular = ok if regular is None else xp.logical_and(regular, ok)
+            regular = xp.logical_and(regular, ok)
         else:  # a non-finite estimate is caught by the objective's final check
             g, Ht, logabs, dterm = hutchinson_logdet_step(ch, params, x, z, t, sigma, want_grad=want_grad,
-                                                           rng=rng, n_probes=n_probes, series_terms=series_terms)
+                                                           probes=v, series_terms=series_terms)
         sum_logdet = sum_logdet + logabs
         if want_grad:
             grad = grad + dterm
             t = ch.tangent_update(t, g, Ht, xi)  # (4.2)
         z = langevin_update(z, g, xi, ch.s)  # (2.1)
-    if regular is not None and not compiled.defer(lambda: regular, "log|det(I − A H_k)|") and not bool(regular):
+        return (z, t, sum_logdet, grad, regular), None
+
+    carry = (tuple(z0), ch.zeros_tangent(n) if want_grad else None,
+             xp.zeros((n,), dtype=ch.dtype, device=ch.device),
+             xp.zeros((n, ch.L), dtype=ch.dtype, device=ch.device) if want_grad else None,
+             xp.asarray(True, device=ch.device))  # all I − A H_k so far regular (0-d)
+    (z, t, sum_logdet, grad, regular), _ = fold(xp, step, carry, (tuple(noise), None if exact else probes))
+    if exact and not compiled.defer(lambda: regular, "log|det(I − A H_k)|") and not bool(regular):  # once
         raise DivergenceError(SINGULAR)
-    check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=len(noise), what="step-size objective chain")
+    check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=length(noise), what="step-size objective chain")
     energy, gK, _ = _value_and_grad(xp, ch.gen, params, x, z, sigma)
     values = log_normal(xp, z0) - sum_logdet + energy
     if want_grad:

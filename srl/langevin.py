@@ -89,8 +89,9 @@ def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
     return z0, noise
 
 
-def _stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
-    """``resolve_noise`` for the compiled chain: noise as one ``(K, n, d_l)`` array per group."""
+def stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
+    """``resolve_noise`` with the noise as one ``(K, n, d_l)`` array per group (for
+    ``srl.loop.fold`` and the compiled chain); the same values."""
     from .compiled import stack_noise, stacked_chain_noise
 
     dev = _backend.device(x)
@@ -135,7 +136,7 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
     """
     xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size)
     if compiled.active(xp):  # JAX: one compiled scan over the stacked noise
-        zK, path, ok = compiled.short_run(gen, params, x, *_stacked_noise(gen, xp, x, n_steps=K, seed=seed,
+        zK, path, ok = compiled.short_run(gen, params, x, *stacked_noise(gen, xp, x, n_steps=K, seed=seed,
                                                                           z0=z0, noise=noise, dtype=dtype, n=n),
                                           s, sigma, return_path=return_path)
         if not bool(ok):  # one host read per chain

@@ -21,8 +21,8 @@ import math
 from . import _backend, compiled
 from .errors import DivergenceError
 from .jacobian_bound import LOGDETS, jacobian_bound
-from .langevin import resolve_noise
-from .random import host_rng
+from .langevin import stacked_noise
+from .random import host_rng, rademacher_steps
 from .reverse_bound import GRADIENTS, reverse_bound, reverse_bound_adjoint, use_adjoint
 from .sensitivity import ChainConstants
 from .validate import prepare_chain
@@ -92,17 +92,22 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
     M = int(n_chains)
     if M < 1:
         raise ValueError(f"n_chains must be a positive integer, got {n_chains!r}")
-    z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n * M)
-    ch = ChainConstants(xp, gen, s, dtype, _backend.device(x))
+    dev = _backend.device(x)
+    z0, noise = stacked_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n * M)
     opts = {"gradient": gradient}
     if kind == "jacobian":
-        if probe_seed is None:
-            probe_seed = [seed, 7919] if isinstance(seed, int) else 7919
-        opts.update(logdet=logdet, n_probes=n_probes, series_terms=series_terms, rng=host_rng(probe_seed))
-    if compiled.active(xp) and logdet == "exact":  # JAX: one compiled call (srl.compiled)
+        probes = None
+        if logdet == "hutchinson":  # drawn on the host, one (P, M·n, d) set per step
+            if probe_seed is None:
+                probe_seed = [seed, 7919] if isinstance(seed, int) else 7919
+            probes = rademacher_steps(host_rng(probe_seed), K, (int(n_probes), n * M, gen.d), xp=xp, dtype=dtype,
+                                      device=dev)
+        opts.update(logdet=logdet, probes=probes, series_terms=int(series_terms))
+    if compiled.active(xp):  # JAX: one compiled call (srl.compiled)
         values, per_example = compiled.objective(gen, params, x, z0, noise, s, sigma, kind=kind,
-                                                 want_grad=want_grad, n_chains=M, gradient=gradient)
+                                                 want_grad=want_grad, n_chains=M, **opts)
         return xp, values, per_example
+    ch = ChainConstants(xp, gen, s, dtype, dev)
     values, per_example = _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=want_grad,
                                      n_chains=M, **opts)
     return xp, values, per_example

@@ -51,7 +51,17 @@ def chain_noise(seed, n: int, latent_dims, n_steps: int, *, xp, dtype, device):
     return z0, noise
 
 
+def _signs(rng, shape) -> np.ndarray:
+    return rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
+
+
 def rademacher(rng, shape, *, xp, dtype, device):
     """Rademacher (±1) probes for Hutchinson trace estimates (docs/math.md §4.2)."""
-    signs = rng.integers(0, 2, size=shape).astype(np.float64) * 2.0 - 1.0
+    return from_numpy(xp, _signs(rng, shape), dtype=dtype, device=device)
+
+
+def rademacher_steps(rng, n_steps: int, shape, *, xp, dtype, device):
+    """``n_steps`` successive ``rademacher(rng, shape)`` draws stacked on the host and moved
+    at once: ``(n_steps, *shape)``, the same values as the successive calls."""
+    signs = np.stack([_signs(rng, shape) for _ in range(n_steps)]) if n_steps else np.zeros((0, *shape))
     return from_numpy(xp, signs, dtype=dtype, device=device)

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-from .energy import _hvp, _value_and_grad
+from .energy import _energy, _hvp, _value_and_grad
 from .jet import Jet
 from .langevin import check_chain, langevin_update
+from .loop import fold, length
 from .sensitivity import log_normal, sqnorm
 
 GRADIENTS = ("auto", "forward", "adjoint")
@@ -55,40 +56,34 @@ class Sweep(NamedTuple):
     g: tuple  # g_K
     t: Optional[tuple]  # t_K (forward sensitivities), or None
     grad: Optional[object]  # Σ_k r_k·∂r_k/∂s (n, L) (forward sensitivities), or None
-    path: Optional[tuple]  # (z_0..z_K, g_0..g_K, r_0..r_{K−1}) for the adjoint sweep, or None
+    path: Optional[tuple]  # (g_0, z_1..z_K, g_1..g_K, r_0..r_{K−1}) for the adjoint sweep, or None
 
 
 def chain_sweep(ch, params, x, z0, noise, sigma, *, sensitivities: bool, keep_path: bool) -> Sweep:
-    """Run the chain (2.1) from ``z0`` with ``noise``, accumulating −log w (5.1).
+    """Run the chain (2.1) from ``z0`` with ``noise`` (tuple like z of ``(K, n, d_l)``),
+    accumulating −log w (5.1); the K steps are one ``srl.loop.fold`` (a compiled loop on JAX).
 
     ``sensitivities``: also carry ``t_k``, ``H_k t_k`` and the sum of (5.2)'s
-    ``r_k·∂r_k/∂s``. ``keep_path``: keep ``z_k``, ``g_k``, ``r_k`` for ``adjoint_gradient``.
+    ``r_k·∂r_k/∂s``. ``keep_path``: keep ``z_k``, ``g_k``, ``r_k`` (k ≥ 1, stacked
+    ``(K, n, d_l)``) for ``adjoint_gradient``.
     Raises ``DivergenceError`` when ``z_K`` is not finite or has exploded.
     """
     xp, gen, L = ch.xp, ch.gen, ch.L
     n = z0[0].shape[0]
-    K = len(noise)
-    z = z0
-    energy, g, _ = _value_and_grad(xp, gen, params, x, z, sigma, want_energy=(K == 0))
-    t = Ht = grad = None
-    if sensitivities:
-        t = ch.zeros_tangent(n)
-        Ht = t  # H_0 t_0 = 0
-        grad = xp.zeros((n, L), dtype=ch.dtype, device=ch.device)
-    zs, gs, rs = ([z0], [g], []) if keep_path else (None, None, None)
-    values = log_normal(xp, z0)
-    for k, xi in enumerate(noise):
-        last = k == K - 1
+    z0 = tuple(z0)
+    _, g0, _ = _value_and_grad(xp, gen, params, x, z0, sigma, want_energy=False)
+
+    def step(carry, xi):
+        z, g, t, Ht, grad, values = carry
         z_next = langevin_update(z, g, xi, ch.s)  # (2.1)
+        t_next = Ht_next = None
         if sensitivities:
             t_next = ch.tangent_update(t, g, Ht, xi)  # (4.2)
             zj = tuple(Jet(zl, tl) for zl, tl in zip(z_next, t_next))
-            e, gj, _ = _value_and_grad(xp, gen, params, x, zj, sigma, want_energy=last)
+            _, gj, _ = _value_and_grad(xp, gen, params, x, zj, sigma, want_energy=False)
             g_next, Ht_next = tuple(a.a for a in gj), tuple(a.b for a in gj)
         else:
-            e, g_next, _ = _value_and_grad(xp, gen, params, x, z_next, sigma, want_energy=last)
-        if last:
-            energy = e
+            _, g_next, _ = _value_and_grad(xp, gen, params, x, z_next, sigma, want_energy=False)
         r = reverse_residual(xi, g, g_next, ch.s)
         values = values - 0.5 * sqnorm(xp, xi) + 0.5 * sqnorm(xp, r)
         if sensitivities:
@@ -98,15 +93,15 @@ def chain_sweep(ch, params, x, z0, noise, sigma, *, sensitivities: bool, keep_pa
                 term = xp.sum(dr * rl[None, ...], axis=2)  # (L, n)
                 acc = term if acc is None else acc + term
             grad = grad + xp.permute_dims(acc, (1, 0))
-            t, Ht = t_next, Ht_next
-        if keep_path:
-            zs.append(z_next)
-            gs.append(g_next)
-            rs.append(r)
-        z, g = z_next, g_next
-    check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=K, what="step-size objective chain")
-    values = values + energy
-    return Sweep(values, g, t, grad, (zs, gs, rs) if keep_path else None)
+        return (z_next, g_next, t_next, Ht_next, grad, values), ((z_next, g_next, r) if keep_path else None)
+
+    t0 = ch.zeros_tangent(n) if sensitivities else None  # H_0 t_0 = 0 too
+    grad0 = xp.zeros((n, L), dtype=ch.dtype, device=ch.device) if sensitivities else None
+    carry = (z0, g0, t0, t0, grad0, log_normal(xp, z0))
+    (z, g, t, _, grad, values), path = fold(xp, step, carry, tuple(noise))
+    check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=length(noise), what="step-size objective chain")
+    values = values + _energy(xp, gen, params, x, z, sigma)  # + E(z_K)
+    return Sweep(values, g, t, grad, (g0, *path) if keep_path and path is not None else None)
 
 
 def reverse_bound(ch, params, x, z0, noise, sigma, *, want_grad):
@@ -121,31 +116,45 @@ def reverse_bound(ch, params, x, z0, noise, sigma, *, want_grad):
 def reverse_bound_adjoint(ch, params, x, z0, noise, sigma):
     """−log w (5.1) and its per-example s-gradient (n, L) by the adjoint sweep (module docstring)."""
     sw = chain_sweep(ch, params, x, z0, noise, sigma, sensitivities=False, keep_path=True)
-    return sw.values, adjoint_gradient(ch, params, x, noise, sigma, *sw.path)
+    if sw.path is None:  # K = 0: −log w does not depend on s
+        return sw.values, ch.xp.zeros((z0[0].shape[0], ch.L), dtype=ch.dtype, device=ch.device)
+    return sw.values, adjoint_gradient(ch, params, x, tuple(noise), sigma, *sw.path)
 
 
-def adjoint_gradient(ch, params, x, noise, sigma, zs, gs, rs):
-    """``dℓ/ds (n, L)`` from the stored path by the reverse sweep (5.5) for ``λ_k`` and (5.6)."""
+def adjoint_gradient(ch, params, x, noise, sigma, g0, zs, gs, rs):
+    """``dℓ/ds (n, L)`` from the stored path by the reverse sweep (5.5) for ``λ_k`` and (5.6).
+
+    ``g0`` tuple of ``(n, d_l)``; ``zs``, ``gs``, ``rs``: z_1..z_K, g_1..g_K, r_0..r_{K−1}
+    as tuples of ``(K, n, d_l)`` stacks; ``noise`` likewise. The sweep runs k = K..1 as one
+    reversed ``srl.loop.fold`` over i = k − 1.
+    """
     xp = ch.xp
-    n = zs[0][0].shape[0]
-    K = len(noise)
-    cols = [xp.zeros((n,), dtype=ch.dtype, device=ch.device) for _ in range(ch.L)]
-    lam = None  # λ_{k+1}
-    for k in range(K, 0, -1):
+    n = g0[0].shape[0]
+    K = length(noise)
+    gK = tuple(gl[K - 1, ...] for gl in gs)
+    g_prev = tuple(xp.concat([a[None, ...], gl[:K - 1, ...]], axis=0) for a, gl in zip(g0, gs))  # g_{k−1}
+    r_next = tuple(xp.concat([rl[1:, ...], xp.zeros_like(rl[:1, ...])], axis=0) for rl in rs)  # r_k, r_K = 0
+    first = xp.asarray([0.0] * (K - 1) + [1.0], dtype=ch.dtype, device=ch.device)  # (K,): 1 at k = K
+
+    def step(carry, inputs):
+        lam, cols = carry  # λ_{k+1} (0 for k = K), the L columns (n,) accumulated so far
+        z_k, g_km1, g_k, r_km1, r_k, xi_km1, at_K = inputs
         # v_k = A λ_{k+1} + ½ s ⊙ (r_{k−1} + r_k)   (λ_{K+1} = 0, r_K = 0)
-        v = []
-        for l, sl in enumerate(ch.s):
-            term = (0.5 * sl) * rs[k - 1][l]
-            if k < K:
-                term = term + (0.5 * sl * sl) * lam[l] + (0.5 * sl) * rs[k][l]
-            v.append(term)
-        _, hv = _hvp(xp, ch.gen, params, x, zs[k], tuple(vl[None, ...] for vl in v), sigma)
-        lam = tuple((gs[K][l] if k == K else lam[l]) - hv[l][0, ...] for l in range(ch.L))  # λ_k
+        v = tuple((0.5 * sl * sl) * ll + (0.5 * sl) * (a + b) for sl, ll, a, b in zip(ch.s, lam, r_km1, r_k))
+        _, hv = _hvp(xp, ch.gen, params, x, z_k, tuple(vl[None, ...] for vl in v), sigma)
+        # λ_K = g_K − H_K v_K;  λ_k = λ_{k+1} − H_k v_k
+        lam = tuple(ll + at_K * gl - h[0, ...] for ll, gl, h in zip(lam, gK, hv))
         # explicit s-dependence of step k−1: z_k = z_{k−1} − A g_{k−1} + s ξ_{k−1}, and r_{k−1}
+        out = []
         for j, sj in enumerate(ch.s):
-            dz = noise[k - 1][j] - sj * gs[k - 1][j]
-            dr = -0.5 * (gs[k - 1][j] + gs[k][j])
-            cols[j] = cols[j] + xp.sum(lam[j] * dz, axis=1) + xp.sum(rs[k - 1][j] * dr, axis=1)
+            dz = xi_km1[j] - sj * g_km1[j]
+            dr = -0.5 * (g_km1[j] + g_k[j])
+            out.append(cols[j] + xp.sum(lam[j] * dz, axis=1) + xp.sum(r_km1[j] * dr, axis=1))
+        return (lam, tuple(out)), None
+
+    zero = xp.zeros((n,), dtype=ch.dtype, device=ch.device)
+    carry = (tuple(xp.zeros_like(gl) for gl in gK), (zero,) * ch.L)
+    (_, cols), _ = fold(xp, step, carry, (zs, g_prev, gs, rs, r_next, noise, first), reverse=True)
     return xp.stack(cols, axis=1)
 
 

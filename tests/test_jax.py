@@ -25,29 +25,29 @@ CONV = {"kind": "conv", "latent_dims": [2, 3], "out_shape": [2, 6, 6], "channels
 SIGMA = 0.4
 # Same core, same float64 arithmetic; XLA may fuse and reorder sums: round-off only.
 RTOL = 1e-12
+# Against NumPy: summation order and libm differ too (as in test_backends.py): 1e-11 relative,
+# with an absolute floor at 1e-11 of the result's scale.
+RTOL64 = 1e-11
 
 
-def _outputs(gen, p, x, z):
-    return {
-        "energy": srl.energy(gen, p, x, z, sigma=SIGMA),
-        "grad_z": srl.grad_z(gen, p, x, z, sigma=SIGMA),
-        "grad_params": srl.grad_params(gen, p, x, z, sigma=SIGMA),
-        "hvp_z": srl.hvp_z(gen, p, x, z, z, sigma=SIGMA),
-        "short_run": srl.short_run(gen, p, x, step_size=(0.1, 0.2), n_steps=4, sigma=SIGMA, seed=5,
-                                   return_path=True),
-    }
+def _scale(tree):
+    return max(float(np.max(np.abs(np.asarray(a)))) for a in (tree if isinstance(tree, tuple) else (tree,)))
 
 
-@pytest.mark.parametrize("config", [MLP, CONV], ids=["mlp", "conv"])
-def test_compiled_equals_eager(config):
+def _problem_on(backend, config, **kw):
+    """The same seeded problem on ``backend`` (float64)."""
+    return make_problem(config, backend=backend, dtype="float64", sigma=SIGMA, **kw)
+
+
+def test_compiled_chain_path_equals_numpy():
+    """``return_path`` of the compiled chain (one ``lax.scan``): z_0..z_K as NumPy computes them."""
+    kw = dict(step_size=(0.1, 0.2), n_steps=4, sigma=SIGMA, seed=5, return_path=True)
+    gen, p, x, _ = _problem_on("numpy", MLP, n=3, seed=4)
+    want = srl.short_run(gen, p, x, **kw)
     with jax.enable_x64(True):
-        gen, p, x, z = make_problem(config, n=3, seed=4, backend="jax", dtype="float64", sigma=SIGMA)
-        fast = _outputs(gen, p, x, z)
-        with compiled.use_jit(False):
-            eager = _outputs(gen, p, x, z)
-    for name in fast:
-        assert_tree_close(fast[name], eager[name], rtol=RTOL, atol=RTOL, err=name)
-    zK, path = fast["short_run"]
+        gen, p, x, _ = _problem_on("jax", MLP, n=3, seed=4)
+        zK, path = srl.short_run(gen, p, x, **kw)
+    assert_tree_close((zK, path), want, rtol=RTOL64, atol=RTOL64, err="chain")
     assert all(a.shape == (5, 3, d) for a, d in zip(path, gen.latent_dims))  # z_0 .. z_K
     assert_tree_close(tuple(a[-1] for a in path), zK, rtol=0, err="path ends at z_K")
 
@@ -78,25 +78,53 @@ def test_native_switch_retraces():
     assert compiled._compiled("grad_z")._cache_size() == before + 1
 
 
-def test_compiled_objectives_equal_eager():
-    """Both kinds, forward and adjoint gradients, importance-weighted chains, values only."""
-    runs = {
-        "jacobian": dict(kind="jacobian"),
-        "reverse forward": dict(kind="reverse", gradient="forward", n_chains=2),
-        "reverse adjoint": dict(kind="reverse", gradient="adjoint"),
-    }
+OBJECTIVES = {
+    "jacobian": dict(kind="jacobian"),
+    "jacobian hutchinson": dict(kind="jacobian", logdet="hutchinson", n_probes=3, series_terms=4),
+    "reverse forward": dict(kind="reverse", gradient="forward", n_chains=2),
+    "reverse adjoint": dict(kind="reverse", gradient="adjoint"),
+}
+
+
+def test_compiled_objectives_equal_numpy():
+    """Both kinds, exact and Hutchinson log-det, forward and adjoint gradients, importance-weighted
+    chains and values only: the compiled loop gives NumPy's float64 numbers (same noise and probes)."""
+    common = dict(step_size=(0.1, 0.2), n_steps=3, sigma=SIGMA, seed=3)
+    gen, p, x, _ = _problem_on("numpy", MLP, n=2, seed=4)
+    want = {name: srl.stepsize_objective(gen, p, x, **common, **kw) for name, kw in OBJECTIVES.items()}
+    want["values"] = srl.objective_values(gen, p, x, **common, kind="reverse")
     with jax.enable_x64(True):
-        gen, p, x, z = make_problem(MLP, n=2, seed=4, backend="jax", dtype="float64", sigma=SIGMA)
-        common = dict(step_size=(0.1, 0.2), n_steps=2, sigma=SIGMA, seed=3)
-        for name, kw in runs.items():
-            fast = srl.stepsize_objective(gen, p, x, **common, **kw)
-            with compiled.use_jit(False):
-                eager = srl.stepsize_objective(gen, p, x, **common, **kw)
-            assert_tree_close(fast, eager, rtol=RTOL, atol=RTOL, err=name)
-        fast = srl.objective_values(gen, p, x, **common, kind="reverse")
-        with compiled.use_jit(False):
-            eager = srl.objective_values(gen, p, x, **common, kind="reverse")
-        assert_tree_close(fast, eager, rtol=RTOL, atol=RTOL, err="values")
+        gen, p, x, _ = _problem_on("jax", MLP, n=2, seed=4)
+        got = {name: srl.stepsize_objective(gen, p, x, **common, **kw) for name, kw in OBJECTIVES.items()}
+        got["values"] = srl.objective_values(gen, p, x, **common, kind="reverse")
+    for name in want:
+        assert_tree_close(got[name], want[name], rtol=RTOL64, atol=RTOL64 * _scale(want[name]), err=name)
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_compiled_objective_is_one_loop_whatever_k(name):
+    """The objectives' K steps are one ``lax.scan``: the traced program of K = 40 is the
+    program of K = 2 (same equations), not 40 traced steps."""
+    kw = dict(OBJECTIVES[name])
+    gen, p, x, _ = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
+    fn = compiled._compiled("objective")
+    kind, gradient, M = kw.pop("kind"), kw.pop("gradient", "auto"), kw.pop("n_chains", 1)
+    opts = dict(logdet=kw.get("logdet", "exact"), series_terms=kw.get("series_terms", 8))
+
+    def program(K):
+        z0, noise = compiled.stacked_chain_noise(gen, jnp, seed=0, n=2 * M, n_steps=K, dtype=jnp.float32,
+                                                 device=B.device(x))
+        probes = None
+        if opts["logdet"] == "hutchinson":
+            probes = jnp.ones((K, kw["n_probes"], 2 * M, gen.d), dtype=jnp.float32)
+        s = (np.float32(0.1), np.float32(0.05))
+        traced = fn.trace(gen, p, x, z0, noise, s, probes, SIGMA, kind, True, M, gradient, opts["logdet"],
+                          opts["series_terms"], switches=compiled._switches())
+        return [e.primitive.name for e in traced.jaxpr.eqns]
+
+    few, many = program(2), program(40)
+    assert few == many
+    assert many.count("scan") == (2 if "adjoint" in name else 1), many  # the chain (and the reverse sweep)
 
 
 def test_new_step_sizes_do_not_recompile_the_objective():

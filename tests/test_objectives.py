@@ -151,6 +151,7 @@ def test_no_per_step_activations_are_kept(kind, gradient):
 # ------------------------------------------------------------------- Hutchinson
 def test_hutchinson_logdet_is_unbiased_for_its_series_and_bias_is_bounded():
     from srl.jacobian_bound import hutchinson_logdet_step
+    from srl.random import rademacher
     from srl.sensitivity import ChainConstants
 
     gen, p, x, z = make_problem({"kind": "mlp", "latent_dims": [3, 4], "hidden": 6, "out_shape": [1, 3, 3]},
@@ -168,9 +169,10 @@ def test_hutchinson_logdet_is_unbiased_for_its_series_and_bias_is_bounded():
     bound = gen.d * rho ** (T + 1) / ((T + 1) * (1 - rho))  # documented truncation bias bound
     assert np.all(np.abs(series - exact) <= bound)
     t0 = ch.zeros_tangent(2)
-    ests = np.array([to_np(hutchinson_logdet_step(ch, p, x, z, t0, sigma, want_grad=False,
-                                                  rng=np.random.default_rng(r), n_probes=64,
-                                                  series_terms=T)[2]) for r in range(40)])
+    probes = [rademacher(np.random.default_rng(r), (64, 2, gen.d), xp=xp, dtype=np.float64, device="cpu")
+              for r in range(40)]
+    ests = np.array([to_np(hutchinson_logdet_step(ch, p, x, z, t0, sigma, want_grad=False, probes=v,
+                                                  series_terms=T)[2]) for v in probes])
     mean, se = ests.mean(axis=0), ests.std(axis=0, ddof=1) / math.sqrt(len(ests))
     # unbiased for the truncated series: within 4 standard errors (fixed seeds: deterministic)
     assert np.all(np.abs(mean - series) <= 4 * se + 1e-12), (mean, series, se)

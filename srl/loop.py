@@ -1,0 +1,70 @@
+"""The loop over the K steps of a chain (docs/math.md eq. 2.1), written once for every backend.
+
+``fold(xp, step, carry, xs)`` is ``lax.scan``'s contract: ``step(carry, x_k) -> (carry, y_k)``
+for every slice ``x_k`` of the stacked per-step inputs ``xs`` (a tuple tree of ``(K, ...)``
+arrays), returning the last carry and the stacked outputs ``ys`` (``(K, ...)`` per leaf, or
+None when ``step`` returns None).
+
+* Eagerly (NumPy, PyTorch, CuPy, array-api-strict, JAX without compilation) it is a Python
+  loop over ``k``; ``x_k`` are views of ``xs``.
+* Inside a compiled JAX trace (``srl.compiled``) it is one ``jax.lax.scan``: the step is
+  traced once, so the compiled program does not grow with K.
+
+The step functions of the chain, the Jacobian bound, the reverse-kernel bound and its
+adjoint sweep (``srl.langevin``, ``srl.jacobian_bound``, ``srl.reverse_bound``) go through
+here, so the eager and the compiled code are the same code.
+"""
+
+from __future__ import annotations
+
+from . import compiled
+
+
+def tree_map(fn, tree):
+    """``fn`` on every array leaf of a tree of tuples/lists (None stays None)."""
+    if tree is None:
+        return None
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(tree_map(fn, t) for t in tree)
+    return fn(tree)
+
+
+def _leaves(tree):
+    if tree is None:
+        return []
+    if isinstance(tree, (tuple, list)):
+        return [leaf for t in tree for leaf in _leaves(t)]
+    return [tree]
+
+
+def _stack(xp, trees):
+    """A list of equally shaped trees → one tree of ``(K, ...)`` stacks."""
+    first = trees[0]
+    if first is None:
+        return None
+    if isinstance(first, (tuple, list)):
+        return type(first)(_stack(xp, [t[i] for t in trees]) for i in range(len(first)))
+    return xp.stack(trees, axis=0)
+
+
+def length(xs) -> int:
+    """K, the leading axis of the stacked inputs."""
+    return int(_leaves(xs)[0].shape[0])
+
+
+def fold(xp, step, carry, xs, *, reverse=False):
+    """``(carry, ys)`` after ``step`` over k = 0..K−1 (K−1..0 with ``reverse``); see module docstring."""
+    if compiled.tracing():
+        from jax import lax
+
+        return lax.scan(step, carry, xs, reverse=reverse)
+    K = length(xs)
+    ys = []
+    for k in (range(K - 1, -1, -1) if reverse else range(K)):
+        carry, y = step(carry, tree_map(lambda a: a[k, ...], xs))
+        ys.append(y)
+    if reverse:
+        ys.reverse()
+    if not ys or ys[0] is None:
+        return carry, None
+    return carry, _stack(xp, ys)
