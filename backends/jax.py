@@ -1,4 +1,4 @@
-"""JAX fast paths: XLA convolutions (``lax.conv_general_dilated``), exact GELU and Φ.
+"""JAX fast paths: XLA convolutions (``lax.conv_general_dilated``), exact GELU, its VJP and Φ.
 
 The convolution VJPs are the transposed convolutions XLA derives for
 ``lax.conv_general_dilated`` (``jax.vjp`` of one linear primitive); the model's own
@@ -8,15 +8,18 @@ become single XLA convolution ops instead of the generic gather + matmul.
 
 from __future__ import annotations
 
+import math
+
 from . import NativeOps
 
 _DIMS = ("NCHW", "OIHW", "NCHW")
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_HALF = math.sqrt(0.5)
 
 
 def ops() -> NativeOps:
     import jax
     from jax import lax
-    from jax.scipy import special
 
     def conv2d(x, w, b, stride, pad):
         # x (N, Cin, H, W), w (Cout, Cin, k, k) -> (N, Cout, Ho, Wo)
@@ -56,13 +59,24 @@ def ops() -> NativeOps:
         # the input-VJP of a transposed convolution is the convolution with the same weights
         return conv2d(gy, w, None, stride, pad)
 
+    def ndtr(x):
+        # Φ(x) = ½ erfc(−x/√2): one XLA erfc, accurate in both tails (no erf/erfc branches);
+        # written identically in gelu and gelu_vjp so that XLA merges the two inside one program
+        return 0.5 * lax.erfc(x * -_SQRT_HALF)
+
     def gelu(x):
-        return jax.nn.gelu(x, approximate=False)
+        return x * ndtr(x)
+
+    def gelu_vjp(x, g):
+        # g ⊙ GELU'(x) = g ⊙ (Φ(x) + x φ(x))
+        phi = jax.numpy.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return g * (ndtr(x) + x * phi)
 
     return NativeOps(
         name="jax",
-        ndtr=special.ndtr,
+        ndtr=ndtr,
         gelu=gelu,
+        gelu_vjp=gelu_vjp,
         conv2d=conv2d,
         conv2d_vjp=conv2d_vjp,
         conv_transpose2d=conv_transpose2d,

@@ -39,6 +39,7 @@ def models():
 
     return {
         "mlp": srl.models.mlp(latent_dims=(4, 8), hidden=32, out_shape=(1, 8, 8)),
+        "mlp64": srl.models.mlp(latent_dims=(4, 8), hidden=64, out_shape=(1, 8, 8)),
         "conv": srl.models.conv(latent_dims=(8, 16), out_shape=(1, 8, 8), channels=16),
         "paper": srl.models.paper(),
     }
@@ -362,6 +363,96 @@ def suite_train(devices, reps, rows):
             print(_row(rows[-1]), flush=True)
 
 
+def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25, paper_batch=16, paper=True):
+    """Every implementation side by side, per K-step chain and per reverse-kernel s-gradient:
+    srl on NumPy, PyTorch and JAX (public API; compiled on JAX), torch.autograd and JAX
+    autodiff + jit (``benchmarks/jax_peer.py``), same weights, data and noise. Rounds are
+    interleaved over the implementations and each keeps its least-disturbed round; the JAX
+    rows' compile time (first call after a fresh build minus the steady-state time) is
+    reported separately. ``paper``: srl-numpy's chain against autograd's, and the adjoint
+    s-gradient (L = 5) against each backend's own chain, batch ``paper_batch``."""
+    import jax_peer
+
+    have_jax = True
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        have_jax = False
+        print("peers: JAX is not installed, its columns are skipped", file=sys.stderr)
+    for model in models_:
+        if MODEL_FILTER is not None and model not in MODEL_FILTER:
+            continue
+        gen = models()[model]
+        impls_ = {"srl-numpy": Workload(model, "numpy", None, batch), "srl-torch": Workload(model, "torch", "cpu", batch),
+                  "torch.autograd": TorchAutograd(model, "cpu", batch)}
+        if have_jax:
+            impls_["srl-jax"] = jax_peer.SrlJax(gen, batch, K)
+            impls_["JAX autodiff + jit"] = jax_peer.JaxPeer(gen, batch, K)
+        calls = {}
+        for name, w in impls_.items():
+            if isinstance(w, (jax_peer.SrlJax, jax_peer.JaxPeer)):
+                calls[name] = {"chain": w.chain, "reverse": w.reverse}
+            else:
+                calls[name] = {"chain": (lambda w=w: w.chain(K)), "reverse": (lambda w=w: w.objective(K, "reverse"))}
+        compile_s = {}
+        if have_jax:
+            jax_peer.check_equal(impls_["JAX autodiff + jit"], impls_["srl-jax"], gen)
+            for name in ("srl-jax", "JAX autodiff + jit"):
+                for what in ("chain", "reverse"):
+                    first = jax_peer._first_call(impls_[name], what)
+                    steady = median_time(calls[name][what], reps=3)
+                    compile_s[(name, what)] = max(first - steady, 0.0)
+        for what, label in (("chain", f"K={K} chain"), ("reverse", "reverse s-gradient")):
+            best = {name: float("inf") for name in calls}
+            for _ in range(3):  # interleaved rounds
+                for name in calls:
+                    best[name] = min(best[name], median_time(calls[name][what], reps=reps))
+            for name, t in best.items():
+                row = {"suite": "peers", "model": model, "batch": batch, "K": K, "op": label, "impl": name,
+                       "srl_s": t}
+                if (name, what) in compile_s:
+                    row["compile_s"] = compile_s[(name, what)]
+                rows.append(row)
+                print(f"peers | {model} | n={batch} | {label} | {name} | {fmt_ms(t)}"
+                      + (f" | compile {row['compile_s']:.1f} s" if "compile_s" in row else ""), flush=True)
+    if paper:
+        suite_paper(rows, batch=paper_batch, K=K, have_jax=have_jax)
+
+
+def suite_paper(rows, *, batch=16, K=25, have_jax=True):
+    """Paper model: srl-numpy's chain against torch.autograd's (interleaved, best of two), and
+    the reverse-kernel s-gradient by the adjoint sweep (L = 5) against each backend's own chain."""
+    W_np, base = Workload("paper", "numpy", None, batch), TorchAutograd("paper", "cpu", batch)
+    t_np, t_ag = compare(lambda: W_np.chain(K), lambda: base.chain(K), reps=1, rounds=2)
+    rows.append({"suite": "paper", "model": "paper", "batch": batch, "K": K, "op": f"K={K} chain", "impl": "srl-numpy",
+                 "baseline": "torch.autograd[cpu]", "srl_s": t_np, "autograd_s": t_ag, "ratio": t_np / t_ag})
+    print(_row(rows[-1]), flush=True)
+    backends = [("numpy", None), ("torch", "cpu")] + ([("jax", None)] if have_jax else [])
+    for impl, device in backends:
+        w = W_np if impl == "numpy" else Workload("paper", impl, device, batch)
+        if impl == "jax":  # compile first (reported separately)
+            from jax import block_until_ready as ready
+
+            chain = lambda: ready(w.chain(K))  # noqa: E731
+            adjoint = lambda: ready(w.objective(K, "reverse", gradient="adjoint"))  # noqa: E731
+        else:
+            chain = lambda: w.chain(K)  # noqa: E731
+            adjoint = lambda: w.objective(K, "reverse", gradient="adjoint")  # noqa: E731
+        compile_s = {}
+        for name, f in (("chain", chain), ("adjoint", adjoint)):
+            t0 = time.perf_counter()
+            f()
+            compile_s[name] = time.perf_counter() - t0
+        t_adj, t_chain = compare(adjoint, chain, reps=1, rounds=2)
+        row = {"suite": "paper", "model": "paper", "batch": batch, "K": K, "op": "reverse s-gradient (adjoint)",
+               "impl": f"srl-{impl}", "srl_s": t_adj, "chain_s": t_chain, "vs_chain": t_adj / t_chain}
+        if impl == "jax":
+            row["compile_s"] = max(compile_s["adjoint"] - t_adj, 0.0)
+            row["chain_compile_s"] = max(compile_s["chain"] - t_chain, 0.0)
+        rows.append(row)
+        print(_row(row), flush=True)
+
+
 def _row(r):
     parts = [r["suite"], r["model"], f"n={r['batch']}", r["op"] + (f" K={r['K']}" if "K" in r else ""), r["impl"],
              fmt_ms(r["srl_s"])]
@@ -405,6 +496,43 @@ def markdown(rows, env) -> str:
     return "\n".join(out)
 
 
+PEER_COLUMNS = ("srl-numpy", "srl-torch", "torch.autograd", "srl-jax", "JAX autodiff + jit")
+
+
+def markdown_peers(rows) -> str:
+    """The side-by-side tables of ``suite_peers``: times per implementation, ratios to JAX + jit."""
+    out = []
+    peers = [r for r in rows if r["suite"] == "peers"]
+    if peers:
+        out += ["| model | operation | " + " | ".join(PEER_COLUMNS) + " | srl-jax / JAX | srl-numpy / JAX | "
+                "compile: srl-jax / JAX |", "|---|---|" + "---|" * (len(PEER_COLUMNS) + 3)]
+        keys = list(dict.fromkeys((r["model"], r["op"]) for r in peers))
+        for model, op_ in keys:
+            t = {r["impl"]: r for r in peers if (r["model"], r["op"]) == (model, op_)}
+            cells = [fmt_ms(t[c]["srl_s"]) if c in t else "—" for c in PEER_COLUMNS]
+            jx = t.get("JAX autodiff + jit")
+            ratio = (lambda c: f"**{t[c]['srl_s'] / jx['srl_s']:.2f}×**" if jx and c in t else "—")
+            comp = (f"{t['srl-jax']['compile_s']:.1f} s / {jx['compile_s']:.1f} s"
+                    if jx and "compile_s" in t.get("srl-jax", {}) else "—")
+            out.append(f"| {model} (batch {t[next(iter(t))]['batch']}) | {op_} | " + " | ".join(cells)
+                       + f" | {ratio('srl-jax')} | {ratio('srl-numpy')} | {comp} |")
+        out.append("")
+    paper = [r for r in rows if r["suite"] == "paper"]
+    if paper:
+        out += ["| paper model (batch {}, K = {}) | implementation | time | against | ratio |".format(
+            paper[0]["batch"], paper[0]["K"]), "|---|---|---|---|---|"]
+        for r in paper:
+            if "autograd_s" in r:
+                out.append(f"| {r['op']} | {r['impl']} | {fmt_ms(r['srl_s'])} | torch.autograd chain "
+                           f"{fmt_ms(r['autograd_s'])} | **{r['ratio']:.2f}×** |")
+            else:
+                comp = (f" (compile {r['compile_s']:.0f} s; chain {r['chain_compile_s']:.0f} s)"
+                        if "compile_s" in r else "")
+                out.append(f"| {r['op']} | {r['impl']} | {fmt_ms(r['srl_s'])}{comp} | own chain "
+                           f"{fmt_ms(r['chain_s'])} | **{r['vs_chain']:.2f}×** |")
+    return "\n".join(out)
+
+
 def environment():
     env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
            "numpy": np.__version__}
@@ -429,13 +557,14 @@ def environment():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="all", choices=["all", "core", "stepsize", "train", "jax"])
+    ap.add_argument("--suite", default="all", choices=["all", "core", "stepsize", "train", "jax", "peers"])
     ap.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--ks", default="25,100", help="chain lengths for the step-size suite")
     ap.add_argument("--paper-batch", type=int, default=16)
     ap.add_argument("--paper-k", type=int, default=25)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-paper", action="store_true", help="peers suite: skip the paper-model rows")
     ap.add_argument("--json", default=str(HERE / "results.json"))
     ap.add_argument("--models", default=None, help="core and step-size suites: only these models (mlp,conv,paper)")
     ap.add_argument("--impls", default=None, help="only these implementations (numpy,torch,cupy)")
@@ -478,9 +607,13 @@ def _main(a):
         import jax_peer
 
         jax_peer.suite_jax(a.reps, rows)
+    if a.suite in ("all", "peers"):  # every implementation side by side (suite_peers)
+        suite_peers(a.reps, rows, paper_batch=a.paper_batch, K=a.paper_k, paper=not a.no_paper)
     Path(a.json).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
     print(f"wrote {a.json}")
-    print(markdown([r for r in rows if r["suite"] != "jax"], environment()))
+    print(markdown([r for r in rows if r["suite"] not in ("jax", "peers", "paper")], environment()))
+    if any(r["suite"] in ("peers", "paper") for r in rows):
+        print("\n" + markdown_peers(rows))
     if any(r["suite"] == "jax" for r in rows):
         print("\n" + jax_peer.markdown([r for r in rows if r["suite"] == "jax"]))
 

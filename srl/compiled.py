@@ -22,7 +22,7 @@ import contextlib
 import numpy as np
 
 from . import _backend
-from .random import chain_noise
+from .random import host_chain_noise
 
 _enabled = True
 
@@ -165,7 +165,7 @@ def _scan_chain(gen, params, x, z0, noise, s, sigma, return_path):
 
 def _build_short_run():
     def f(gen, params, x, z0, noise, s, sigma, return_path, switches):
-        return _scan_chain(gen, params, x, z0, noise, s, sigma, return_path)
+        return _scan_chain(gen, params, x, *_unpacked(gen, z0, noise), s, sigma, return_path)
 
     return _jit(f, ("gen", "sigma", "return_path"))
 
@@ -176,7 +176,7 @@ def _build_theta_gradient():
     from .energy import _value_and_grad
 
     def f(gen, params, x, z0, noise, s, sigma, switches):
-        zK, _, ok = _scan_chain(gen, params, x, z0, noise, s, sigma, False)
+        zK, _, ok = _scan_chain(gen, params, x, *_unpacked(gen, z0, noise), s, sigma, False)
         energy, _, grads, residual = _value_and_grad(jnp, gen, params, x, zK, sigma, want_params=True,
                                                      want_residual=True)  # eq. (3.1) at z_K
         n = x.shape[0]
@@ -192,10 +192,10 @@ def theta_gradient(gen, params, x, *, step_size, n_steps, sigma, seed):
     Inputs are not validated (the training loop's own state)."""
     import jax.numpy as jnp
 
-    z0, noise = stacked_chain_noise(gen, jnp, seed=seed, n=x.shape[0], n_steps=n_steps,
-                                    dtype=x.dtype, device=_backend.device(x))
+    noise = packed_chain_noise(gen, jnp, seed=seed, n=x.shape[0], n_steps=n_steps, dtype=x.dtype,
+                               device=_backend.device(x))
     s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
-    energy, grads, mse, ok = _compiled("theta_gradient")(gen, params, x, z0, noise, s, float(sigma),
+    energy, grads, mse, ok = _compiled("theta_gradient")(gen, params, x, None, noise, s, float(sigma),
                                                          switches=_switches())
     return _in_key_order(params, grads), energy, mse, ok
 
@@ -226,11 +226,12 @@ def _build_objective():
     def f(gen, params, x, z0, noise, s, probes, sigma, kind, want_grad, n_chains, gradient, logdet, series_terms,
           switches):
         def run():
+            z0_, noise_ = _unpacked(gen, z0, noise)
             ch = _traced_chain_constants(gen, s, x.dtype, _backend.device(x))
             opts = {"gradient": gradient}
             if kind == "jacobian":
                 opts.update(logdet=logdet, probes=probes, series_terms=series_terms)
-            return _objective(ch, params, x, z0, noise, sigma, kind=kind, want_grad=want_grad,
+            return _objective(ch, params, x, z0_, noise_, sigma, kind=kind, want_grad=want_grad,
                               n_chains=n_chains, **opts)
 
         (values, grad), _, oks = _with_checks(run)  # every chain check and the finiteness test
@@ -253,7 +254,7 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
 
     s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
     values, grad, ok = _compiled("objective")(
-        gen, params, x, tuple(z0), tuple(noise), s, probes, sigma, kind, bool(want_grad), int(n_chains),
+        gen, params, x, _tuple(z0), _tuple(noise), s, probes, sigma, kind, bool(want_grad), int(n_chains),
         gradient, logdet, int(series_terms), switches=_switches())
     if not bool(ok):  # one host read per objective evaluation
         raise DivergenceError(
@@ -263,7 +264,20 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
     return values, grad
 
 
+def _build_all_finite():
+    import jax
+    import jax.numpy as jnp
+
+    return jax.jit(lambda arrays: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays])))
+
+
+def all_finite(arrays):
+    """0-d boolean: every array in the tuple is free of NaN/inf (one compiled call)."""
+    return _compiled("all_finite")(tuple(arrays))
+
+
 _BUILDERS = {
+    "all_finite": _build_all_finite,
     "energy": _build_energy,
     "grad_z": _build_grad_z,
     "grad_params": _build_grad_params,
@@ -303,15 +317,38 @@ def stacked_chain_noise(gen, xp, *, seed, n, n_steps, dtype, device):
     Same draws in the same order as ``chain_noise`` (so the same values as every other
     backend).
     """
-    import array_api_compat.numpy as np_xp
-
-    z0, noise = chain_noise(seed, n, gen.latent_dims, n_steps, xp=np_xp, dtype=np.float64, device="cpu")
+    z0, noise = host_chain_noise(seed, n, gen.latent_dims, n_steps)
     put = lambda a: _backend.from_numpy(xp, a, dtype=dtype, device=device)  # noqa: E731
-    stacked = tuple(
-        put(np.stack([xi[l] for xi in noise], axis=0) if noise else np.zeros((0, n, d)))
-        for l, d in enumerate(gen.latent_dims)
-    )
-    return tuple(put(a) for a in z0), stacked
+    return tuple(put(a) for a in z0), tuple(put(a) for a in noise)
+
+
+def packed_chain_noise(gen, xp, *, seed, n, n_steps, dtype, device):
+    """The chain noise of ``seed`` as ONE array ``(K + 1, n·d)`` (z_0, then ξ_0..ξ_{K−1}, each
+    a z-like draw flattened group by group), moved in one transfer; the compiled functions
+    split it (``_unpacked``). Same values as ``chain_noise``."""
+    z0, noise = host_chain_noise(seed, n, gen.latent_dims, n_steps)
+    flat = np.concatenate([np.concatenate([a[None, ...], b], axis=0).reshape(n_steps + 1, -1)
+                           for a, b in zip(z0, noise)], axis=1)  # (K + 1, n·d)
+    return _backend.from_numpy(xp, flat, dtype=dtype, device=device)
+
+
+def _unpacked(gen, z0, noise):
+    """``(z0 tuple of (n, d_l), noise tuple of (K, n, d_l))`` from explicit stacks, or from
+    ``packed_chain_noise``'s array when ``z0`` is None (inside the trace: free slicing)."""
+    if z0 is not None:
+        return tuple(z0), tuple(noise)
+    n = noise.shape[1] // gen.d
+    z0, stacks, off = [], [], 0
+    for d in gen.latent_dims:
+        block = noise[:, off:off + n * d]  # (K + 1, n·d_l)
+        z0.append(block[0].reshape(n, d))
+        stacks.append(block[1:].reshape(noise.shape[0] - 1, n, d))
+        off += n * d
+    return tuple(z0), tuple(stacks)
+
+
+def _tuple(a):
+    return tuple(a) if isinstance(a, (tuple, list)) else a
 
 
 def stack_noise(xp, noise, latent_dims, n, *, dtype, device):
@@ -324,7 +361,7 @@ def stack_noise(xp, noise, latent_dims, n, *, dtype, device):
 def short_run(gen, params, x, z0, noise, step_size, sigma, *, return_path):
     """The compiled chain: ``(z_K, path or None, ok)`` for stacked ``noise``; ``ok`` is a 0-d
     boolean array (z_K finite and bounded), read once by the caller."""
-    dtype = z0[0].dtype
+    dtype = x.dtype
     s = tuple(np.asarray(v, dtype=np.dtype(dtype)) for v in step_size)  # traced, not static
-    return _compiled("short_run")(gen, params, x, tuple(z0), tuple(noise), s, sigma, bool(return_path),
+    return _compiled("short_run")(gen, params, x, _tuple(z0), _tuple(noise), s, sigma, bool(return_path),
                                   switches=_switches())

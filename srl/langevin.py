@@ -89,13 +89,17 @@ def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
     return z0, noise
 
 
-def stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
+def stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, packed=False):
     """``resolve_noise`` with the noise as one ``(K, n, d_l)`` array per group (for
-    ``srl.loop.fold`` and the compiled chain); the same values."""
-    from .compiled import stack_noise, stacked_chain_noise
+    ``srl.loop.fold`` and the compiled chain); the same values. ``packed`` (compiled JAX
+    calls): noise drawn from ``seed`` comes as ``(None, one (K + 1, n·d) array)``, one
+    transfer, split inside the compiled function."""
+    from .compiled import packed_chain_noise, stack_noise, stacked_chain_noise
 
     dev = _backend.device(x)
     if z0 is None and noise is None:  # drawn and stacked on the host: one transfer per group
+        if packed:
+            return None, packed_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
         return stacked_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
     z0, noise = resolve_noise(gen, xp, x, n_steps=n_steps, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)
     return z0, stack_noise(xp, noise, gen.latent_dims, n, dtype=dtype, device=dev)
@@ -136,9 +140,8 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
     """
     xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size)
     if compiled.active(xp):  # JAX: one compiled scan over the stacked noise
-        zK, path, ok = compiled.short_run(gen, params, x, *stacked_noise(gen, xp, x, n_steps=K, seed=seed,
-                                                                          z0=z0, noise=noise, dtype=dtype, n=n),
-                                          s, sigma, return_path=return_path)
+        noise_in = stacked_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n, packed=True)
+        zK, path, ok = compiled.short_run(gen, params, x, *noise_in, s, sigma, return_path=return_path)
         if not bool(ok):  # one host read per chain
             check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=K)
         return (zK, path) if return_path else zK

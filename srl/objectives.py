@@ -93,7 +93,8 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
     if M < 1:
         raise ValueError(f"n_chains must be a positive integer, got {n_chains!r}")
     dev = _backend.device(x)
-    z0, noise = stacked_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n * M)
+    z0, noise = stacked_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n * M,
+                              packed=compiled.active(xp))
     opts = {"gradient": gradient}
     if kind == "jacobian":
         probes = None

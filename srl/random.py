@@ -37,18 +37,33 @@ def standard_normal_groups(rng, n: int, latent_dims, *, xp, dtype, device) -> tu
     )
 
 
+def host_chain_noise(seed, n: int, latent_dims, n_steps: int):
+    """``chain_noise``'s float64 draws on the host, stacked per group:
+    ``(z0 tuple of (n, d_l), noise tuple of (K, n, d_l))``.
+
+    All ``(K + 1)·n·d`` numbers come from one ``standard_normal`` call and are split in
+    ``chain_noise``'s order (a ``Generator`` yields the same sequence whatever sizes it is
+    asked for in; ``tests/test_backends.py`` checks the equality).
+    """
+    rng = host_rng(seed)
+    dims = tuple(int(d) for d in latent_dims)
+    per_draw = n * sum(dims)  # one z-like draw: group by group, each (n, d_l) row-major
+    flat = rng.standard_normal((n_steps + 1) * per_draw).reshape(n_steps + 1, per_draw)
+    groups, off = [], 0
+    for d in dims:
+        groups.append(flat[:, off:off + n * d].reshape(n_steps + 1, n, d))  # (K + 1, n, d_l)
+        off += n * d
+    return tuple(g[0] for g in groups), tuple(g[1:] for g in groups)
+
+
 def chain_noise(seed, n: int, latent_dims, n_steps: int, *, xp, dtype, device):
     """Noise for a short-run chain (docs/math.md eq. 2.1): ``(z0, [xi_0, ..., xi_{K-1}])``.
 
     Draw order: ``z0`` group by group, then for k = 0..K-1 each ``xi_k`` group by group.
     """
-    rng = host_rng(seed)
-    z0 = standard_normal_groups(rng, n, latent_dims, xp=xp, dtype=dtype, device=device)
-    noise = [
-        standard_normal_groups(rng, n, latent_dims, xp=xp, dtype=dtype, device=device)
-        for _ in range(n_steps)
-    ]
-    return z0, noise
+    z0, noise = host_chain_noise(seed, n, latent_dims, n_steps)
+    put = lambda a: from_numpy(xp, a, dtype=dtype, device=device)  # noqa: E731
+    return tuple(put(a) for a in z0), [tuple(put(a[k]) for a in noise) for k in range(n_steps)]
 
 
 def _signs(rng, shape) -> np.ndarray:

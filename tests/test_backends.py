@@ -138,6 +138,43 @@ def test_native_ops_are_really_used_for_numpy():
     assert ops is not None and ops.conv2d is not None and ops.conv_transpose2d_vjp is not None
 
 
+@pytest.mark.parametrize("n, dims, K", [(3, (2, 3), 4), (64, (4, 8), 25), (1, (5,), 0)])
+def test_chain_noise_is_drawn_in_the_documented_order(n, dims, K):
+    """One host draw split per group equals the documented draw order (z_0 group by group,
+    then each ξ_k group by group, every draw ``rng.standard_normal((n, d_l))``), bit for bit."""
+    from srl.random import host_chain_noise
+
+    rng = np.random.default_rng(42)
+    want = [tuple(rng.standard_normal((n, d)) for d in dims) for _ in range(K + 1)]
+    z0, noise = host_chain_noise(42, n, dims, K)
+    for l in range(len(dims)):
+        np.testing.assert_array_equal(z0[l], want[0][l])
+        assert noise[l].shape == (K, n, dims[l])
+        for k in range(K):
+            np.testing.assert_array_equal(noise[l][k], want[k + 1][l])
+
+
+def test_jax_native_elementwise_ops_equal_generic():
+    """JAX's Φ, GELU and GELU VJP against the generic array-API code (fdlibm erfc, x Φ(x),
+    g ⊙ (Φ + x φ)) over the range where they differ most (tails and the erf branch points)."""
+    jax = pytest.importorskip("jax")
+    from srl import elementwise, special
+
+    with jax.enable_x64(True):
+        xp = jax.numpy
+        ops = srl.backends.native(xp)
+        assert ops.ndtr is not None and ops.gelu is not None and ops.gelu_vjp is not None
+        x = xp.asarray(np.concatenate([np.linspace(-30.0, 30.0, 2001), [-0.84375, 0.84375, -1.25, 1.25]]))
+        g = xp.asarray(np.random.default_rng(0).standard_normal(x.shape))
+        Phi = special.ndtr_generic(xp, x)
+        # both are erf/erfc implementations accurate to a few ulp of Φ (absolute: Φ ≤ 1), and
+        # GELU's x Φ(x) scales that by |x| ≤ 30
+        np.testing.assert_allclose(ops.ndtr(x), Phi, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(ops.gelu(x), x * Phi, rtol=1e-14, atol=30 * 1e-15)
+        want = elementwise._generic_gelu_vjp(xp, x, g, Phi)
+        np.testing.assert_allclose(ops.gelu_vjp(x, g), want, rtol=1e-14, atol=30 * 1e-15 * float(xp.max(xp.abs(g))))
+
+
 # Geometries (cin, cout, H, W, k, stride, pad): the paper model's (k5 p2, k3 p1, k5 p0 on a
 # 16×16 grid; transposed k5 s1 p2 and k4 s2 p1), strides 2 and 3 with the rows a strided
 # forward never reads, kernel 1, padding beyond k − 1, and non-square grids.
