@@ -132,3 +132,19 @@ def xp(backend):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20201912)
+
+
+def pytest_configure(config):
+    """JAX compiles every function it runs (XLA, seconds per program on a small CPU): its
+    persistent compilation cache, in pytest's cache directory, lets the xdist workers and
+    later runs reuse a program another test has compiled (keyed by the program itself, the
+    compile options and the JAX version, so a hit is the same executable)."""
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return
+    try:
+        import jax
+    except ImportError:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache.mkdir("jax-compilation-cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

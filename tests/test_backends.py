@@ -111,6 +111,10 @@ def test_same_seed_same_values_everywhere(backend):
 @pytest.mark.parametrize("model", ["mlp", "conv"])
 def test_native_fast_paths_equal_generic(backend, model):
     """With native kernels disabled the generic array-API code gives the same numbers."""
+    if backend.module == "jax":
+        pytest.skip("JAX compiles every function: its native ops are compared with the generic code op by "
+                    "op (test_native_convolutions_equal_generic, test_jax_native_elementwise_ops_equal_generic) "
+                    "and the generic code runs compiled in tests/test_jax.py::test_native_switch_retraces")
     cfg = MLP if model == "mlp" else CONV
     fast = _all_outputs(cfg, backend.value, "float64")
     with srl.backends.use_native(False):
@@ -185,24 +189,45 @@ CONV_GEOMETRIES = [
 ]
 
 
-@pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=lambda g: "c{}-{}_{}x{}_k{}s{}p{}".format(*g))
-def test_numpy_native_convolutions_equal_generic(geometry):
-    """Every NumPy convolution kernel (forward, input-VJP, weight and bias VJPs, both layer
-    kinds) against the generic gather-matmul code, float64."""
+# JAX (eager here: one XLA compilation per op and shape) on a subset: stride 1 with padding,
+# strides 2 and 3, padding beyond k − 1.
+JAX_CONV_GEOMETRIES = [CONV_GEOMETRIES[i] for i in (0, 4, 5, 7)]
+
+
+@pytest.mark.parametrize("lib, geometry", [("numpy", g) for g in CONV_GEOMETRIES]
+                         + [("jax", g) for g in JAX_CONV_GEOMETRIES],
+                         ids=lambda v: v if isinstance(v, str) else "c{}-{}_{}x{}_k{}s{}p{}".format(*v))
+def test_native_convolutions_equal_generic(lib, geometry):
+    """Every native convolution kernel of NumPy and JAX (forward, input-VJP, weight and bias
+    VJPs, both layer kinds) against the generic gather-matmul code, float64."""
+    if lib == "jax":
+        jax = pytest.importorskip("jax")
+        with jax.enable_x64(True):
+            _native_convolutions_equal_generic(jax.numpy, geometry, put=jax.numpy.asarray)
+        return
     import array_api_compat.numpy as xp
 
+    _native_convolutions_equal_generic(xp, geometry, put=lambda a: a)
+
+
+def _native_convolutions_equal_generic(xp, geometry, *, put):
     from srl import conv
 
     cin, cout, H, W, k, s, p = geometry
     ops = srl.backends.native(xp)
+    assert ops is not None and ops.conv2d is not None
     rng = np.random.default_rng(sum(geometry))
-    x = rng.standard_normal((2, cin, H, W))
-    w, b = rng.standard_normal((cout, cin, k, k)), rng.standard_normal(cout)
+
+    def draw(shape):  # host draws, moved to the namespace
+        return put(rng.standard_normal(shape))
+
+    x = draw((2, cin, H, W))
+    w, b = draw((cout, cin, k, k)), draw((cout,))
     # the same summands in another order: round-off only, relative to the result's scale
     tol = dict(rtol=1e-12, atol=1e-12 * k * k * max(cin, cout))
     y = conv.generic_conv2d(xp, x, w, b, stride=s, pad=p)[0]
     np.testing.assert_allclose(ops.conv2d(x, w, b, s, p), y, **tol)
-    gy = rng.standard_normal(y.shape)
+    gy = draw(y.shape)
     gx = conv.generic_conv2d_vjp_input(xp, gy, w, (H, W), stride=s, pad=p)
     gw, gb = conv.generic_conv2d_vjp_params(xp, gy, x, None, w.shape, stride=s, pad=p, bias=True)
     got = ops.conv2d_vjp(gy, x, w, s, p, True)
@@ -211,12 +236,12 @@ def test_numpy_native_convolutions_equal_generic(geometry):
     np.testing.assert_allclose(ops.conv2d_input_vjp(gy, w, (H, W), s, p), gx, **tol)
     assert ops.conv2d_vjp(gy, x, w, s, p, False)[1:] == (None, None)
 
-    wt = rng.standard_normal((cin, cout, k, k))
+    wt = draw((cin, cout, k, k))
     if (H + 2 * p - k) % s == 0 and (W + 2 * p - k) % s == 0:  # x is then some transposed conv's output size
-        xs = rng.standard_normal((2, cin, (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1))
+        xs = draw((2, cin, (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1))
         y = conv.generic_conv_transpose2d(xp, xs, wt, b, stride=s, pad=p)
         np.testing.assert_allclose(ops.conv_transpose2d(xs, wt, b, s, p), y, **tol)
-        gy = rng.standard_normal(y.shape)
+        gy = draw(y.shape)
         want = conv.generic_conv_transpose2d_vjp(xp, gy, xs, wt, stride=s, pad=p, want_params=True, bias=True)
         for a, w_ in zip(ops.conv_transpose2d_vjp(gy, xs, wt, s, p, True), want):
             np.testing.assert_allclose(a, w_, **tol)

@@ -69,13 +69,17 @@ def test_chain_is_one_compiled_loop_and_step_sizes_do_not_retrace():
 
 
 def test_native_switch_retraces():
-    """use_native(False) must not reuse a trace made with the native kernels."""
-    gen, p, x, z = make_problem(CONV, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
-    srl.grad_z(gen, p, x, z, sigma=SIGMA)
-    before = compiled._compiled("grad_z")._cache_size()
-    with srl.backends.use_native(False):
-        srl.grad_z(gen, p, x, z, sigma=SIGMA)
-    assert compiled._compiled("grad_z")._cache_size() == before + 1
+    """use_native(False) must not reuse a trace made with the native kernels; the generic code
+    (gather convolutions, fdlibm Φ) compiles too, in several traces one after another (host
+    index maps cached by one trace must not leak into the next), with the native numbers."""
+    with jax.enable_x64(True):
+        gen, p, x, z = make_problem(CONV, n=2, seed=1, backend="jax", dtype="float64", sigma=SIGMA)
+        fast = srl.grad_z(gen, p, x, z, sigma=SIGMA), srl.energy(gen, p, x, z, sigma=SIGMA)
+        before = compiled._compiled("grad_z")._cache_size()
+        with srl.backends.use_native(False):
+            slow = srl.grad_z(gen, p, x, z, sigma=SIGMA), srl.energy(gen, p, x, z, sigma=SIGMA)
+        assert compiled._compiled("grad_z")._cache_size() == before + 1
+    assert_tree_close(slow, fast, rtol=RTOL64, atol=RTOL64 * _scale(fast[1]), err="generic vs native")
 
 
 OBJECTIVES = {
