@@ -178,6 +178,7 @@ def _median(fn, reps):
 
 
 def _first_call(obj, what):
+    obj.jax.clear_caches()  # compile from scratch (JAX caches executables per traced function)
     obj.build()
     t = time.perf_counter()
     getattr(obj, what)()

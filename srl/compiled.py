@@ -7,7 +7,16 @@ other backend (hand-written derivatives, no JAX autodiff):
 * ``energy``, ``grad_z``, ``grad_params``, ``hvp_z``: one compiled forward/reverse pass;
 * ``short_run``: the whole chain of eq. (2.1) as one ``lax.scan`` over the stacked noise
   ``(K, n, d_l)`` (compiled once per shape, not K traced Python steps); the divergence
-  check runs once on ``z_K`` after the compiled call.
+  check runs once on ``z_K`` after the compiled call;
+* ``objective`` (``stepsize_objective``/``objective_values``, both kinds, exact or
+  Hutchinson log-det, forward or adjoint gradient): the K steps are one ``lax.scan``
+  through ``srl.loop.fold`` (the adjoint sweep a reversed one); every check the core makes
+  (chain divergence, singular ``I − A H_k``, finiteness) becomes an output, read once;
+* ``theta_gradient``: the chain and the mean ``∇_θ E`` at ``z_K`` of a training iteration.
+
+Seeded noise is drawn on the host (``srl.random``) and moved as one array that the
+compiled function splits (``packed_chain_noise``); ``all_finite`` is validation's
+finiteness test as one compiled reduction.
 
 Compiled functions are cached by ``jax.jit`` per generator, array shapes and dtypes, and
 static options (σ, ``return_path``); step sizes are traced values, so changing them does

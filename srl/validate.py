@@ -165,8 +165,14 @@ def prepare(gen, params, x, *, sigma):
     check_params(gen, params)  # one library, one dtype, the right names and shapes
     first = next(iter(params.values()))
     xp = _backend.array_namespace(x, first)
-    n = check_x(gen, x, dtype=first.dtype)
-    check_finite_params(xp, params)
+    if compiled.active(xp):  # JAX: data and parameters in one compiled finiteness test
+        n = check_x(gen, x, dtype=first.dtype, finite=False)
+        if not all_finite(xp, (x, *params.values())):
+            check_x(gen, x, finite=True)  # the data's error if the data is the culprit
+            check_finite_params(xp, params)
+    else:
+        n = check_x(gen, x, dtype=first.dtype)
+        check_finite_params(xp, params)
     return xp, first.dtype, n, check_sigma(sigma, _backend.dtype_name(xp, first.dtype))
 
 
