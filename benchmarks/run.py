@@ -383,7 +383,8 @@ def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25,
         if MODEL_FILTER is not None and model not in MODEL_FILTER:
             continue
         gen = models()[model]
-        impls_ = {"srl-numpy": Workload(model, "numpy", None, batch), "srl-torch": Workload(model, "torch", "cpu", batch),
+        impls_ = {"srl-numpy": Workload(model, "numpy", None, batch),
+                  "srl-torch": Workload(model, "torch", "cpu", batch),
                   "torch.autograd": TorchAutograd(model, "cpu", batch)}
         if have_jax:
             impls_["srl-jax"] = jax_peer.SrlJax(gen, batch, K)
