@@ -420,36 +420,51 @@ def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25,
         suite_paper(rows, batch=paper_batch, K=K, have_jax=have_jax)
 
 
-def suite_paper(rows, *, batch=16, K=25, have_jax=True):
-    """Paper model: srl-numpy's chain against torch.autograd's (interleaved, best of two), and
-    the reverse-kernel s-gradient by the adjoint sweep (L = 5) against each backend's own chain."""
-    W_np, base = Workload("paper", "numpy", None, batch), TorchAutograd("paper", "cpu", batch)
-    t_np, t_ag = compare(lambda: W_np.chain(K), lambda: base.chain(K), reps=1, rounds=2)
+def _seconds(f, sync=None):
+    """Wall time of one call (``sync(out)`` waits for asynchronous results)."""
+    t0 = time.perf_counter()
+    out = f()
+    if sync:
+        sync(out)
+    return time.perf_counter() - t0
+
+
+def suite_paper(rows, *, batch=16, K=25, have_jax=True, rounds=1):
+    """Paper model: srl-numpy's chain against torch.autograd's (interleaved, best of
+    ``rounds``), and the reverse-kernel s-gradient by the adjoint sweep (L = 5) against each
+    backend's own chain. One call takes seconds to minutes, so NumPy and torch are timed
+    without a warm-up call; JAX's first calls compile (reported separately)."""
+    w_np, base = Workload("paper", "numpy", None, batch), TorchAutograd("paper", "cpu", batch)
+    t_np = t_ag = float("inf")
+    for _ in range(rounds):  # interleaved, no warm-up call (each call takes seconds)
+        t_np = min(t_np, _seconds(lambda: w_np.chain(K)))
+        t_ag = min(t_ag, _seconds(lambda: base.chain(K)))
     rows.append({"suite": "paper", "model": "paper", "batch": batch, "K": K, "op": f"K={K} chain", "impl": "srl-numpy",
                  "baseline": "torch.autograd[cpu]", "srl_s": t_np, "autograd_s": t_ag, "ratio": t_np / t_ag})
     print(_row(rows[-1]), flush=True)
     backends = [("numpy", None), ("torch", "cpu")] + ([("jax", None)] if have_jax else [])
     for impl, device in backends:
-        w = W_np if impl == "numpy" else Workload("paper", impl, device, batch)
-        if impl == "jax":  # compile first (reported separately)
-            from jax import block_until_ready as ready
-
-            chain = lambda: ready(w.chain(K))  # noqa: E731
-            adjoint = lambda: ready(w.objective(K, "reverse", gradient="adjoint"))  # noqa: E731
-        else:
-            chain = lambda: w.chain(K)  # noqa: E731
-            adjoint = lambda: w.objective(K, "reverse", gradient="adjoint")  # noqa: E731
-        compile_s = {}
-        for name, f in (("chain", chain), ("adjoint", adjoint)):
-            t0 = time.perf_counter()
-            f()
-            compile_s[name] = time.perf_counter() - t0
-        t_adj, t_chain = compare(adjoint, chain, reps=1, rounds=2)
-        row = {"suite": "paper", "model": "paper", "batch": batch, "K": K, "op": "reverse s-gradient (adjoint)",
-               "impl": f"srl-{impl}", "srl_s": t_adj, "chain_s": t_chain, "vs_chain": t_adj / t_chain}
+        w = w_np if impl == "numpy" else Workload("paper", impl, device, batch)
+        sync = None
         if impl == "jax":
-            row["compile_s"] = max(compile_s["adjoint"] - t_adj, 0.0)
-            row["chain_compile_s"] = max(compile_s["chain"] - t_chain, 0.0)
+            import jax
+
+            sync = jax.block_until_ready
+
+        def timed(f):
+            return _seconds(f, sync)
+
+        chain = lambda: w.chain(K)  # noqa: E731
+        adjoint = lambda: w.objective(K, "reverse", gradient="adjoint")  # noqa: E731
+        row = {"suite": "paper", "model": "paper", "batch": batch, "K": K, "op": "reverse s-gradient (adjoint)",
+               "impl": f"srl-{impl}"}
+        if impl == "jax":  # first calls compile
+            first_chain, first_adjoint = timed(chain), timed(adjoint)
+        t_chain = t_np if impl == "numpy" else min(timed(chain) for _ in range(rounds))
+        t_adj = min(timed(adjoint) for _ in range(rounds))
+        row.update(srl_s=t_adj, chain_s=t_chain, vs_chain=t_adj / t_chain)
+        if impl == "jax":
+            row.update(compile_s=max(first_adjoint - t_adj, 0.0), chain_compile_s=max(first_chain - t_chain, 0.0))
         rows.append(row)
         print(_row(row), flush=True)
 
@@ -566,6 +581,7 @@ def main(argv=None):
     ap.add_argument("--paper-k", type=int, default=25)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-paper", action="store_true", help="peers suite: skip the paper-model rows")
+    ap.add_argument("--paper-only", action="store_true", help="peers suite: the paper-model rows only")
     ap.add_argument("--json", default=str(HERE / "results.json"))
     ap.add_argument("--models", default=None, help="core and step-size suites: only these models (mlp,conv,paper)")
     ap.add_argument("--impls", default=None, help="only these implementations (numpy,torch,cupy)")
@@ -609,7 +625,8 @@ def _main(a):
 
         jax_peer.suite_jax(a.reps, rows)
     if a.suite in ("all", "peers"):  # every implementation side by side (suite_peers)
-        suite_peers(a.reps, rows, paper_batch=a.paper_batch, K=a.paper_k, paper=not a.no_paper)
+        suite_peers(a.reps, rows, paper_batch=a.paper_batch, K=a.paper_k, paper=not a.no_paper,
+                    models_=() if a.paper_only else ("mlp", "mlp64", "conv"))
     Path(a.json).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
     print(f"wrote {a.json}")
     print(markdown([r for r in rows if r["suite"] not in ("jax", "peers", "paper")], environment()))
