@@ -370,7 +370,7 @@ def main(argv=None):
         best = {k: float(grid[int(np.nanargmin(v))]) if np.any(np.isfinite(v)) else math.nan for k, v in curves.items()}
         grid_rows.append(f"| {name} | " + " | ".join(f"{best[k]:.3g}" for k in curves) +
                          f" | {' / '.join(f'{v:.3g}' for v in s)} |")
-    env = {"python": sys.version.split()[0], "numpy": np.__version__}
+    env = f"Python {sys.version.split()[0]}, NumPy {np.__version__}, {time.strftime('%Y-%m-%d')}"
     total_min = sum(r["metrics"].get("wall_seconds", 0.0) for rs in results.values() for r in rs) / 60
     cfg0 = TrainConfig(data=args.data, limit=args.limit, model=args.model, epochs=args.epochs)
     text = f"""## {args.data}
@@ -379,11 +379,12 @@ Regenerate with `python scripts/reproduce.py --data {args.data}{' --pad ' + str(
 (resumable: runs live in `runs/reproduce/{args.data}/METHOD-seedN/`; a rerun skips finished runs and
 resumes interrupted ones). Data: **{args.data}**{f', the first {args.limit} train and {args.limit} test images' if args.limit else ''};
 model: **{args.model}**; `srl train` defaults otherwise (σ = {cfg0.sigma}, K = {cfg0.n_steps}, batch
-{cfg0.batch_size}, lr {cfg0.lr:g} with {cfg0.lr_schedule} schedule, initial s = {cfg0.step_size});
+{cfg0.batch_size}, lr {cfg0.lr:g} with {cfg0.lr_schedule} schedule, initial s = {cfg0.step_size}, s optimised
+during the first {cfg0.step_iterations} iterations and then held);
 {args.epochs} epochs per run for every method; seeds 0..{args.seeds - 1}; bounds on the first
 {args.n_bound} held-out examples; held-out curves every {args.every} epochs on {args.n_curve} test images.
-{total_min:.0f} min of training in all ({env}; runs trained several at a time next to other jobs on a
-shared 2-core machine, so wall times are inflated and only their ratios are meaningful).
+{total_min:.0f} min of training in all ({env}; trained one run at a time on a 2-core x86 CPU shared
+with other jobs, so wall times are inflated and only their ratios are meaningful).
 
 ### Results (mean ± standard deviation over seeds)
 
