@@ -181,7 +181,9 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
         f"σ = {tc['sigma']:g}, K = {tc['n_steps']} Langevin steps, batch {tc['batch_size']}, Adam "
         f"(lr {tc['lr']:g}{schedule}, β1 = {tc['beta1']:g}), {tc['epochs']} epoch{'s' if tc['epochs'] != 1 else ''} over {data}, step sizes per "
         f"group optimized by Adam on log s with the exact gradient of {objective} every "
-        f"{tc['step_every']} iterations, from s = {s0:g} — takes **{cpu(opt)}** of CPU time, training and "
+        f"{tc['step_every']} iterations, from s = {s0:g}, kept in the chain's stable region and held after "
+        f"{tc.get('step_iterations', 0)} iterations (docs/math.md §5, \"Choosing s\") — takes **{cpu(opt)}** of "
+        f"CPU time, training and "
         f"evaluation (one core; measured on {machine}, {date}), and writes:",
         "",
         "| `training.png`: energy, MSE and the learned step sizes | `reconstructions.png`: held-out digits (odd rows) "
