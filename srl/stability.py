@@ -14,8 +14,9 @@ Hessian-vector products (one first-order-jet pass per iteration, docs/math.md eq
 from __future__ import annotations
 
 from . import _backend
-from .energy import _hvp
+from .energy import _hvp, _prepare
 from .random import host_rng, standard_normal_groups
+from .validate import check_step_size
 
 
 def _stability_index(xp, gen, params, x, z, v0, step_size, sigma, n_iter):
@@ -60,11 +61,10 @@ def stability_index(gen, params, x, z, *, step_size, sigma, n_iter=20, seed=0):
     -------
     ``(n,)`` array in the dtype and on the device of ``x``.
     """
-    xp = _backend.array_namespace(x)
-    L = len(gen.latent_dims)
-    s = tuple(step_size) if isinstance(step_size, (tuple, list)) else (step_size,) * L
-    if len(s) != L:
-        raise ValueError(f"step_size needs one value per latent group ({L}), got {len(s)}")
+    xp, sigma = _prepare(gen, params, x, z, sigma)  # the checks of srl.hvp_z
+    s = check_step_size(step_size, len(gen.latent_dims))
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+        raise ValueError(f"n_iter must be a positive integer (power iterations), got {n_iter!r}")
     v0 = standard_normal_groups(host_rng(seed), z[0].shape[0], gen.latent_dims, xp=xp, dtype=z[0].dtype,
                                 device=_backend.device(z[0]))
-    return _stability_index(xp, gen, params, x, z, v0, s, sigma, n_iter)
+    return _stability_index(xp, gen, params, x, tuple(z), v0, s, sigma, n_iter)

@@ -233,10 +233,14 @@ class AdamLogStep:
         _check_positive("lr (the step-size learning rate)", lr)
         _check_positive("backoff", backoff)
         for name, value in (("stable_fraction", stable_fraction), ("margin", margin)):
-            if value is not None and not (isinstance(value, (int, float)) and 0 < value <= 1):
-                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+            if (value is not None or name == "margin") and not (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1):
+                raise ValueError(f"{name} must be in (0, 1]{' or None' if name == 'stable_fraction' else ''}, "
+                                 f"got {value!r}")
+        if isinstance(power_iterations, bool) or not isinstance(power_iterations, int) or power_iterations < 1:
+            raise ValueError(f"power_iterations must be a positive integer, got {power_iterations!r}")
         self.stable_fraction, self.margin = stable_fraction, float(margin)
-        self.power_iterations = int(power_iterations)
+        self.power_iterations = power_iterations
         self.kind, self.lr, self.betas, self.eps = kind, float(lr), tuple(betas), float(eps)
         self.tied, self.backoff = tied, float(backoff)
         self.min_step, self.max_step = float(min_step), float(max_step)

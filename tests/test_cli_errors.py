@@ -66,6 +66,7 @@ CASES = [
     (["train", "--batch-size", "0"], "--batch-size"),
     (["train", "--batch-size", "5000"], "--batch-size"),
     (["train", "--n-steps", "-1"], "--n-steps"),
+    (["train", "--step-iterations", "-1"], "--step-iterations"),
     (["train", "--limit", "0"], "--limit"),
     (["train", "--checkpoint-every", "0"], "--checkpoint-every"),
     (["train", "--eval-n-bound", "0"], "--eval-n-bound"),

@@ -397,3 +397,27 @@ def test_stability_index_is_the_top_eigenvalue_of_the_scaled_hessian():
     second = np.sort(np.abs(ev), axis=1)[:, -2]
     assert np.all(second < 0.97 * np.abs(top))
     np.testing.assert_allclose(lam, top, rtol=1e-9)
+
+
+def test_stability_index_and_the_projection_options_reject_bad_input():
+    from srl.errors import ShapeError
+    from srl.stability import stability_index
+
+    gen, p, x, _ = make_problem({"kind": "mlp", "latent_dims": [2, 3], "hidden": 6, "out_shape": [1, 3, 3]},
+                                n=4, seed=1)
+    z = gen.prior(4, seed=2)
+    with pytest.raises(ShapeError, match="3 values but the generator has 2 latent groups"):
+        stability_index(gen, p, x, z, step_size=(0.1, 0.1, 0.1), sigma=0.2)
+    with pytest.raises(ValueError, match="n_iter must be a positive integer"):
+        stability_index(gen, p, x, z, step_size=0.1, sigma=0.2, n_iter=0)
+    with pytest.raises(ValueError, match="sigma must be a positive finite number"):
+        stability_index(gen, p, x, z, step_size=0.1, sigma=-1.0)
+    with pytest.raises(ShapeError, match=r"z\[0\] has shape \(3, 2\), expected \(4, 2\)"):
+        stability_index(gen, p, x, gen.prior(3, seed=2), step_size=0.1, sigma=0.2)
+    for kw, match in ((dict(stable_fraction=1.5), "stable_fraction must be in"),
+                      (dict(margin=None), "margin must be in"),
+                      (dict(margin=0.0), "margin must be in"),
+                      (dict(power_iterations=0), "power_iterations must be a positive integer")):
+        with pytest.raises(ValueError, match=match):
+            AdamLogStep(**kw)
+    AdamLogStep(stable_fraction=None)  # None turns the projection off
