@@ -159,7 +159,8 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
     """Synthesis metrics of ``n_samples`` samples g(z), z ~ N(0, I).
 
     8×8 digits: the digits Fréchet distance (``srl.frechet``). ``dataset="fashion-mnist"``
-    (28×28 or padded 32×32 gray images): the Fashion-MNIST Fréchet distance against
+    (28×28 or padded 32×32 gray images, or those repeated to RGB for ``paper()``, which are
+    compared in gray): the Fashion-MNIST Fréchet distance against
     ``x_reference`` (the run's held-out images; ``srl.fashion_frechet``), plus FID when Inception weights are
     given explicitly (``fid_weights``). Other images: FID with the
     standard Inception features against ``x_reference`` when the Inception weights are
@@ -172,10 +173,16 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
 
         return {"frechet_digits": float(digits_frechet(xs)), "n_samples": n_samples}
     out = {}
-    if dataset == "fashion-mnist" and tuple(gen.out_shape) in ((1, 28, 28), (1, 32, 32)):
+    if dataset == "fashion-mnist" and tuple(gen.out_shape) in ((1, 28, 28), (1, 32, 32), (3, 32, 32)):
         from .fashion_frechet import fashion_frechet
 
-        out = {"frechet_fashion": float(fashion_frechet(xs, x_reference)), "n_samples": n_samples,
+        gray, ref = xs, x_reference
+        if gen.out_shape[0] == 3:  # paper(): gray images repeated to RGB; back to gray by BT.601 luma
+            from .data import resize
+
+            gray = resize(xs, (1, 32, 32))
+            ref = None if x_reference is None else resize(x_reference, (1, 32, 32))
+        out = {"frechet_fashion": float(fashion_frechet(gray, ref)), "n_samples": n_samples,
                "frechet_reference_images": None if x_reference is None else int(len(x_reference))}
         if fid_weights is None:
             return out

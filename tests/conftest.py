@@ -104,14 +104,38 @@ def require(backend: Backend) -> Backend:
     return backend
 
 
-def _scoped(backend: Backend):
-    """JAX runs float64 only in its 64-bit mode, which srl leaves to the caller: the tests
-    enable it for their own duration with the scoped ``jax.enable_x64`` (thread-local)."""
-    if backend.module != "jax":
-        return contextlib.nullcontext(backend)
-    import jax
+@contextlib.contextmanager
+def _torch_ieee_float32():
+    import torch
 
-    return jax.enable_x64(True)
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _scoped(backend: Backend):
+    """Settings the frameworks leave to their users, scoped to a test.
+
+    JAX runs float64 only in its 64-bit mode, which srl leaves to the caller: the tests
+    enable it for their own duration with ``jax.enable_x64`` (thread-local). On GPUs, PyTorch's
+    cuDNN convolutions and JAX's matrix products and convolutions compute float32 with
+    TF32 inputs by default (10-bit mantissas); srl does not change these global settings,
+    and the tests, which check float32 arithmetic against float64 (docs/math.md §6), switch
+    them to IEEE float32 (README, "Backends": float32 on GPUs)."""
+    stack = contextlib.ExitStack()
+    if backend is Backend.TORCH_CUDA:
+        stack.enter_context(_torch_ieee_float32())
+    if backend.module == "jax":
+        import jax
+
+        stack.enter_context(jax.enable_x64(True))
+        if backend is Backend.JAX_GPU:
+            stack.enter_context(jax.default_matmul_precision("highest"))
+    return stack
 
 
 @pytest.fixture(params=_params(ALL_BACKENDS))

@@ -80,3 +80,20 @@ def test_documented_held_out_accuracy():
     ds = data.load("fashion-mnist")
     acc = ff.fashion_classifier().accuracy(ds.test, ds.test_labels)
     assert acc == pytest.approx(ff.FASHION_TEST_ACCURACY, abs=5e-5)  # printed to 4 decimals
+
+
+def test_paper_model_rgb_samples_are_compared_in_gray(monkeypatch):
+    """paper() makes (3, 32, 32) images; on Fashion-MNIST (gray repeated to RGB) its samples
+    and the held-out images are taken back to gray by BT.601 luma, which returns the gray
+    plane exactly (the weights sum to 1), so the distance equals that of the gray images."""
+    from srl import evaluate, models
+
+    gray = np.pad(blobs(300, 6), ((0, 0), (0, 0), (2, 2), (2, 2)), constant_values=-1.0)
+    ref = np.pad(blobs(300, 7), ((0, 0), (0, 0), (2, 2), (2, 2)), constant_values=-1.0)
+    rgb = np.repeat(gray, 3, axis=1)
+    monkeypatch.setattr(evaluate, "sample", lambda gen, params, n, seed: rgb[:n])
+    got = evaluate._synthesis_metrics(models.paper(), None, seed=0, n_samples=300,
+                                      x_reference=np.repeat(ref, 3, axis=1), dataset="fashion-mnist")
+    want = ff.fashion_frechet(gray, ref)
+    assert got["frechet_fashion"] == pytest.approx(want, rel=1e-9)  # luma of equal planes: rounding only
+    assert want > 0.01  # two different draws: a non-trivial distance was compared
