@@ -90,6 +90,8 @@ def namespace(backend: str = "numpy", device=None):
             raise BackendUnavailableError(
                 f"torch device {str(dev)!r} requested but only {lib.cuda.device_count()} CUDA device(s) exist"
             )
+        if dev.type == "cuda" and dev.index is None:  # "cuda" is the current device: name it as arrays do
+            dev = lib.device("cuda", lib.cuda.current_device())
         return xp, dev
     # cupy
     import array_api_compat.cupy as xp
