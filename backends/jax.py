@@ -1,4 +1,4 @@
-"""JAX fast paths: XLA convolutions (``lax.conv_general_dilated``), exact GELU, its VJP and Φ.
+"""JAX fast paths: XLA convolutions (``lax.conv_general_dilated``), exact GELU, its VJP and Φ (by erf).
 
 The convolution VJPs are the transposed convolutions XLA derives for
 ``lax.conv_general_dilated`` (``jax.vjp`` of one linear primitive); the model's own
@@ -60,9 +60,14 @@ def ops() -> NativeOps:
         return conv2d(gy, w, None, stride, pad)
 
     def ndtr(x):
-        # Φ(x) = ½ erfc(−x/√2): one XLA erfc, accurate in both tails (no erf/erfc branches);
-        # written identically in gelu and gelu_vjp so that XLA merges the two inside one program
-        return 0.5 * lax.erfc(x * -_SQRT_HALF)
+        # Φ(x) = ½ (1 + erf(x/√2)), the form of jax.nn.gelu(approximate=False). XLA's erf is
+        # one clamped polynomial; its erfc (accurate relative to Φ in the far left tail)
+        # expands to two branches with an exp, and made srl's compiled mlp chains 1.5–2.3×
+        # slower (docs/BENCHMARKS.md). Φ is only used inside GELU, x Φ(x) and Φ + x φ, which
+        # need Φ to a few ulp of 1 in absolute terms; that is what erf gives (tested against
+        # the generic fdlibm code in tests/test_backends.py). Written identically in gelu and
+        # gelu_vjp so that XLA merges the two inside one program.
+        return 0.5 + 0.5 * lax.erf(x * _SQRT_HALF)
 
     def gelu(x):
         return x * ndtr(x)
