@@ -221,11 +221,14 @@ def test_check_adds_the_jax_autodiff_column():
 
 def test_validation_names_the_non_finite_input():
     """On JAX data and parameters are tested for NaN/inf in one compiled reduction; the error
-    still names the culprit, before anything is compiled for the chain."""
+    still names the culprit, before anything is compiled for the chain or the objectives."""
     gen, p, x, z = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
     bad_x = x.at[0, 0, 0, 0].set(jnp.nan)
     with pytest.raises(srl.NonFiniteError, match="x contains NaN or inf"):
         srl.short_run(gen, p, bad_x, step_size=0.1, n_steps=3, sigma=SIGMA)
+    for kind in ("jacobian", "reverse"):
+        with pytest.raises(srl.NonFiniteError, match="x contains NaN or inf"):
+            srl.stepsize_objective(gen, p, bad_x, step_size=0.1, n_steps=3, sigma=SIGMA, kind=kind)
     bad_p = dict(p, **{"out.dense.bias": p["out.dense.bias"].at[0].set(jnp.inf)})
     with pytest.raises(srl.NonFiniteError, match="parameter 'out.dense.bias' contains NaN or inf"):
         srl.grad_z(gen, bad_p, x, z, sigma=SIGMA)
