@@ -12,7 +12,8 @@ other backend (hand-written derivatives, no JAX autodiff):
   Hutchinson log-det, forward or adjoint gradient): the K steps are one ``lax.scan``
   through ``srl.loop.fold`` (the adjoint sweep a reversed one); every check the core makes
   (chain divergence, singular ``I − A H_k``, finiteness) becomes an output, read once;
-* ``theta_gradient``: the chain and the mean ``∇_θ E`` at ``z_K`` of a training iteration.
+* ``train_iteration``: a training iteration of θ — the chain, the mean ``∇_θ E`` at ``z_K``
+  and Adam's update.
 
 Seeded noise is drawn on the host (``srl.random``) and moved as one array that the
 compiled function splits (``packed_chain_noise``); ``all_finite`` is validation's
@@ -179,34 +180,50 @@ def _build_short_run():
     return _jit(f, ("gen", "sigma", "return_path"))
 
 
-def _build_theta_gradient():
+def _build_train_iteration():
     import jax.numpy as jnp
 
     from .energy import _value_and_grad
+    from .optim import adam_arithmetic
 
-    def f(gen, params, x, z0, noise, s, sigma, switches):
-        zK, _, ok = _scan_chain(gen, params, x, *_unpacked(gen, z0, noise), s, sigma, False)
+    def f(gen, params, m, v, x, noise, s, lr_c1, c2, sigma, betas, eps, switches):
+        zK, _, ok = _scan_chain(gen, params, x, *_unpacked(gen, None, noise), s, sigma, False)
         energy, _, grads, residual = _value_and_grad(jnp, gen, params, x, zK, sigma, want_params=True,
                                                      want_residual=True)  # eq. (3.1) at z_K
         n = x.shape[0]
-        return jnp.mean(energy), {k: g * (1.0 / n) for k, g in grads.items()}, jnp.mean(residual * residual), ok
+        grads = {k: g * (1.0 / n) for k, g in grads.items()}
+        new, ms, vs = adam_arithmetic(params, grads, m, v, lr_c1=lr_c1, c2=c2, betas=betas, eps=eps)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in new.values()]))
+        return new, ms, vs, jnp.mean(energy), jnp.mean(residual * residual), ok, finite
 
-    return _jit(f, ("gen", "sigma"))
+    return _jit(f, ("gen", "sigma", "betas", "eps"))
 
 
-def theta_gradient(gen, params, x, *, step_size, n_steps, sigma, seed):
-    """The θ half of a training iteration (docs/math.md eq. 3.1) as one compiled call: the
-    chain from the noise of ``seed`` and the mean ``∇_θ E`` at ``z_K``. Returns
-    ``(grads, energy, mse, ok)`` (energy, mse and ok as 0-d arrays, read by the caller once).
+def train_iteration(gen, params, adam_state, x, *, adam, lr, step_size, n_steps, sigma, seed):
+    """One training iteration of θ (docs/math.md eq. 3.1) as one compiled call: the chain
+    from the noise of ``seed``, the mean ``∇_θ E`` at ``z_K`` and ``adam``'s update
+    (``srl.optim.adam_arithmetic``, the same code as the eager update), with the learning
+    rate, bias corrections and step sizes traced. Returns ``(params, AdamState, energy, mse,
+    chain_ok, params_finite)``, the last four as 0-d arrays for the caller to read once.
     Inputs are not validated (the training loop's own state)."""
     import jax.numpy as jnp
 
+    from .optim import AdamState
+
+    dtype = np.dtype(x.dtype)
     noise = packed_chain_noise(gen, jnp, seed=seed, n=x.shape[0], n_steps=n_steps, dtype=x.dtype,
                                device=_backend.device(x))
-    s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
-    energy, grads, mse, ok = _compiled("theta_gradient")(gen, params, x, None, noise, s, float(sigma),
-                                                         switches=_switches())
-    return _in_key_order(params, grads), energy, mse, ok
+    s = tuple(np.asarray(v, dtype=dtype) for v in step_size)
+    t = adam_state.t + 1
+    lr_c1, c2 = adam.bias_corrections(t, lr)
+    first = not adam_state.m  # the moments start from the first gradient: zeros give the same values
+    m = {k: jnp.zeros_like(p) for k, p in params.items()} if first else adam_state.m
+    v = {k: jnp.zeros_like(p) for k, p in params.items()} if first else adam_state.v
+    new, ms, vs, energy, mse, ok, finite = _compiled("train_iteration")(
+        gen, params, m, v, x, noise, s, np.asarray(lr_c1, dtype=dtype), np.asarray(c2, dtype=dtype), float(sigma),
+        tuple(adam.betas), float(adam.eps), switches=_switches())
+    return (_in_key_order(params, new), AdamState(t, _in_key_order(params, ms), _in_key_order(params, vs)),
+            energy, mse, ok, finite)
 
 
 # ------------------------------------------------------------------ step-size objectives
@@ -292,7 +309,7 @@ _BUILDERS = {
     "grad_params": _build_grad_params,
     "hvp_z": _build_hvp_z,
     "short_run": _build_short_run,
-    "theta_gradient": _build_theta_gradient,
+    "train_iteration": _build_train_iteration,
     "objective": _build_objective,
 }
 

@@ -95,11 +95,6 @@ def _shortrun_theta(xp, cfg, gen, params, x, step_size, it, workers):
     are all-reduced, then divided by the global batch size.
     """
     seed, n = [cfg.seed, 1, it], x.shape[0]
-    if compiled.active(xp) and not workers.distributed:  # JAX: chain and θ-gradient in one compiled call
-        grads, energy, mse, ok = compiled.theta_gradient(gen, params, x, step_size=step_size,
-                                                         n_steps=cfg.n_steps, sigma=cfg.sigma, seed=seed)
-        if bool(ok):  # one host read; a diverged chain is re-run below to raise its usual error
-            return grads, {"energy": float(energy), "mse": float(mse)}
     if workers.distributed:
         rows = workers.rows(n)
         x = x[rows]
@@ -163,6 +158,25 @@ def chain_diverges(params, state: TrainState, x, *, cfg, gen) -> bool:
     return False
 
 
+def _theta_diverged(it, lr):
+    return ThetaDivergenceError(f"θ became NaN or inf in the update of iteration {it + 1} (θ learning rate "
+                                f"{lr:.3g}): the θ learning rate is too large for this model; lower --lr")
+
+
+def _compiled_theta_step(cfg, gen, state, x, opt, lr):
+    """JAX: the chain, the θ-gradient and Adam's update as one compiled call
+    (``srl.compiled.train_iteration``): ``(params, adam state, metrics)``, or None when the
+    chain diverged (the eager path then re-runs it to raise its usual error)."""
+    params, adam, energy, mse, ok, finite = compiled.train_iteration(
+        gen, state.params, state.adam, x, adam=opt.theta, lr=lr, step_size=state.step_size, n_steps=cfg.n_steps,
+        sigma=cfg.sigma, seed=[cfg.seed, 1, state.iteration])
+    if not bool(ok):  # the one host read of the iteration (the others are then ready)
+        return None
+    if not bool(finite):
+        raise _theta_diverged(state.iteration, lr)
+    return params, adam, {"energy": float(energy), "mse": float(mse)}
+
+
 def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float, workers=SINGLE):
     """One iteration on the minibatch ``x``: ``(new state, metrics)``.
 
@@ -176,14 +190,19 @@ def train_step(state: TrainState, x, *, cfg, gen, opt: Optimisers, lr: float, wo
     """
     xp = _backend.array_namespace(x)
     it = state.iteration
-    if cfg.method == "vae":
-        grads, metrics = _vae_theta(xp, cfg, gen, state.params, x, it, workers)
+    done = None
+    if cfg.method != "vae" and compiled.active(xp) and not workers.distributed:
+        done = _compiled_theta_step(cfg, gen, state, x, opt, lr)
+    if done is not None:
+        params, adam, metrics = done
     else:
-        grads, metrics = _shortrun_theta(xp, cfg, gen, state.params, x, state.step_size, it, workers)
-    params, adam = opt.theta.update(state.adam, state.params, grads, lr=lr)
-    if not all_finite(xp, params.values()):  # one host synchronisation per iteration
-        raise ThetaDivergenceError(f"θ became NaN or inf in the update of iteration {it + 1} (θ learning rate {lr:.3g}): "
-                              "the θ learning rate is too large for this model; lower --lr")
+        if cfg.method == "vae":
+            grads, metrics = _vae_theta(xp, cfg, gen, state.params, x, it, workers)
+        else:
+            grads, metrics = _shortrun_theta(xp, cfg, gen, state.params, x, state.step_size, it, workers)
+        params, adam = opt.theta.update(state.adam, state.params, grads, lr=lr)
+        if not all_finite(xp, params.values()):  # one host synchronisation per iteration
+            raise _theta_diverged(it, lr)
     metrics["step_size"] = [float(v) for v in state.step_size]
     step_size, stepper = state.step_size, state.stepper
     optimising_s = cfg.step_iterations == 0 or it < cfg.step_iterations  # then s is held (docs/math.md §5)

@@ -47,18 +47,17 @@ class Adam:
         ``lr`` overrides the learning rate for this step (a schedule).
         """
         lr = self.lr if lr is None else float(lr)
-        b1, b2 = self.betas
         t = state.t + 1
-        c1, c2 = 1.0 - b1**t, 1.0 - b2**t
-        new, ms, vs = {}, {}, {}
-        for k, p in params.items():
-            g = grads[k]
-            m = g * (1.0 - b1) if k not in state.m else state.m[k] * b1 + g * (1.0 - b1)
-            v = (g * g) * (1.0 - b2) if k not in state.v else state.v[k] * b2 + (g * g) * (1.0 - b2)
-            ms[k], vs[k] = m, v
-            xp = _backend.array_namespace(p)
-            new[k] = p - (m * (lr / c1)) / (xp.sqrt(v / c2) + self.eps)
+        lr_c1, c2 = self.bias_corrections(t, lr)
+        new, ms, vs = adam_arithmetic(params, grads, state.m, state.v, lr_c1=lr_c1, c2=c2, betas=self.betas,
+                                      eps=self.eps)
         return new, AdamState(t, ms, vs)
+
+    def bias_corrections(self, t: int, lr: float):
+        """``(lr / (1 − β1ᵗ), 1 − β2ᵗ)`` for step ``t`` (Python floats)."""
+        b1, b2 = self.betas
+        return lr / (1.0 - b1**t), 1.0 - b2**t
+
 
     @staticmethod
     def state_to_host(state: AdamState) -> dict:
@@ -82,3 +81,23 @@ class Adam:
             return out
 
         return AdamState(int(host["t"]), put(host["m"]), put(host["v"]))
+
+
+def adam_arithmetic(params: dict, grads: dict, m: dict, v: dict, *, lr_c1, c2, betas, eps: float):
+    """Adam's moments and step for every parameter: ``(new params, m, v)``.
+
+    ``m``/``v`` hold the previous moments; a parameter missing from them starts from its first
+    gradient. ``lr_c1 = lr/(1 − β1ᵗ)`` and ``c2 = 1 − β2ᵗ`` may be Python floats or 0-d
+    arrays (traced inside ``srl.compiled``'s training iteration, so that a learning-rate
+    schedule does not recompile).
+    """
+    b1, b2 = betas
+    new, ms, vs = {}, {}, {}
+    for k, p in params.items():
+        g = grads[k]
+        mk = g * (1.0 - b1) if k not in m else m[k] * b1 + g * (1.0 - b1)  # m ← β1 m + (1 − β1) g
+        vk = (g * g) * (1.0 - b2) if k not in v else v[k] * b2 + (g * g) * (1.0 - b2)  # v ← β2 v + (1 − β2) g²
+        ms[k], vs[k] = mk, vk
+        xp = _backend.array_namespace(p)
+        new[k] = p - (mk * lr_c1) / (xp.sqrt(vk / c2) + eps)  # θ − lr m̂/(√v̂ + ε)
+    return new, ms, vs

@@ -142,21 +142,47 @@ def test_new_step_sizes_do_not_recompile_the_objective():
 
 
 def test_compiled_training_iteration_equals_eager():
-    """The θ half of a training iteration (chain + mean ∇_θ E at z_K) in one compiled call."""
+    """A whole training iteration of θ (chain, mean ∇_θ E at z_K, Adam) runs as one compiled
+    call and gives the eager iteration's parameters, moments and metrics; three iterations
+    cover Adam's first step (moments from zero) and later ones, and the learning rate
+    changes every iteration without a new compilation."""
     from srl import learning
-    from srl.distributed import SINGLE
     from srl.train import TrainConfig
 
     cfg = TrainConfig(model="mlp", latent_dims=(2, 3), hidden=6, n_steps=3, sigma=SIGMA, backend="jax",
-                      dtype="float64")
+                      dtype="float64", step_method="fixed")
     with jax.enable_x64(True):
         gen, p, x, z = make_problem(MLP, n=4, seed=2, backend="jax", dtype="float64", sigma=SIGMA)
-        fast = learning._shortrun_theta(jnp, cfg, gen, p, x, (0.1, 0.2), 7, SINGLE)
-        with compiled.use_jit(False):
-            eager = learning._shortrun_theta(jnp, cfg, gen, p, x, (0.1, 0.2), 7, SINGLE)
-    assert_tree_close(fast[0], eager[0], rtol=RTOL, atol=RTOL, err="grads")
-    for k in ("energy", "mse"):
-        assert fast[1][k] == pytest.approx(eager[1][k], rel=RTOL)
+        opt = learning.make_optimisers(cfg)
+        runs = {}
+        for jit in (True, False):
+            compiled.clear_cache()
+            state = learning.TrainState(p, opt.theta.init(p), None, (0.1, 0.2), 0)
+            history = []
+            with compiled.use_jit(jit):
+                for lr in (3e-3, 2e-3, 1e-3):
+                    state, metrics = learning.train_step(state, x, cfg=cfg, gen=gen, opt=opt, lr=lr)
+                    history.append(metrics)
+            runs[jit] = (state, history)
+            if jit:  # one program for the three iterations
+                assert compiled._cache["train_iteration"]._cache_size() == 1
+    (fast, fh), (eager, eh) = runs[True], runs[False]
+    assert fast.adam.t == eager.adam.t == 3
+    assert_tree_close(fast.params, eager.params, rtol=RTOL, atol=RTOL, err="params")
+    assert_tree_close(fast.adam.m, eager.adam.m, rtol=RTOL, atol=RTOL, err="m")
+    assert_tree_close(fast.adam.v, eager.adam.v, rtol=RTOL, atol=RTOL, err="v")
+    for a, b in zip(fh, eh):
+        for k in ("energy", "mse"):
+            assert a[k] == pytest.approx(b[k], rel=RTOL)
+
+
+def test_theta_overflow_is_named_by_the_compiled_iteration(tmp_path):
+    from srl.train import TrainConfig, train
+
+    cfg = TrainConfig(limit=100, model="mlp", latent_dims=(2, 3), hidden=6, n_steps=3, batch_size=50, epochs=1,
+                      backend="jax", lr=1e308, step_method="fixed", out=str(tmp_path / "run"))
+    with pytest.raises(srl.DivergenceError, match=r"θ became NaN or inf in the update of iteration 1 .* lower --lr"):
+        train(cfg, progress=False, evaluate_at_end=False)
 
 
 def test_divergence_is_reported_after_the_compiled_chain():
