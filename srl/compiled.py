@@ -193,8 +193,7 @@ def _build_train_iteration():
         n = x.shape[0]
         grads = {k: g * (1.0 / n) for k, g in grads.items()}
         new, ms, vs = adam_arithmetic(params, grads, m, v, lr_c1=lr_c1, c2=c2, betas=betas, eps=eps)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in new.values()]))
-        return new, ms, vs, jnp.mean(energy), jnp.mean(residual * residual), ok, finite
+        return new, ms, vs, jnp.mean(energy), jnp.mean(residual * residual), ok, _traced_all_finite(new.values())
 
     return _jit(f, ("gen", "sigma", "betas", "eps"))
 
@@ -216,7 +215,9 @@ def train_iteration(gen, params, adam_state, x, *, adam, lr, step_size, n_steps,
     s = tuple(np.asarray(v, dtype=dtype) for v in step_size)
     t = adam_state.t + 1
     lr_c1, c2 = adam.bias_corrections(t, lr)
-    first = not adam_state.m  # the moments start from the first gradient: zeros give the same values
+    # Before the first step the moments are absent (they start from the first gradient); zeros
+    # give the same values (0·β + x = x) and keep one compiled program for every step.
+    first = not adam_state.m
     m = {k: jnp.zeros_like(p) for k, p in params.items()} if first else adam_state.m
     v = {k: jnp.zeros_like(p) for k, p in params.items()} if first else adam_state.v
     new, ms, vs, energy, mse, ok, finite = _compiled("train_iteration")(
@@ -290,11 +291,17 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
     return values, grad
 
 
-def _build_all_finite():
-    import jax
+def _traced_all_finite(arrays):
+    """0-d boolean, inside a trace: every array is free of NaN/inf."""
     import jax.numpy as jnp
 
-    return jax.jit(lambda arrays: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays])))
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
+
+
+def _build_all_finite():
+    import jax
+
+    return jax.jit(_traced_all_finite)
 
 
 def all_finite(arrays):

@@ -58,7 +58,6 @@ class Adam:
         b1, b2 = self.betas
         return lr / (1.0 - b1**t), 1.0 - b2**t
 
-
     @staticmethod
     def state_to_host(state: AdamState) -> dict:
         """Host (NumPy) copies of the moments and the step count (the checkpoint's ``adam``)."""
