@@ -6,12 +6,14 @@ other backend (hand-written derivatives, no JAX autodiff):
 
 * ``energy``, ``grad_z``, ``grad_params``, ``hvp_z``: one compiled forward/reverse pass;
 * ``short_run``: the whole chain of eq. (2.1) as one ``lax.scan`` over the stacked noise
-  ``(K, n, d_l)`` (compiled once per shape, not K traced Python steps); the divergence
-  check runs once on ``z_K`` after the compiled call;
+  ``(K, n, d_l)`` (compiled once per shape, not K traced Python steps); the test of the
+  data and parameters for NaN/inf and the divergence check on ``z_K`` are outputs of the
+  same program, read once after the call;
 * ``objective`` (``stepsize_objective``/``objective_values``, both kinds, exact or
   Hutchinson log-det, forward or adjoint gradient): the K steps are one ``lax.scan``
   through ``srl.loop.fold`` (the adjoint sweep a reversed one); every check the core makes
-  (chain divergence, singular ``I − A H_k``, finiteness) becomes an output, read once;
+  (chain divergence, singular ``I − A H_k``, finiteness of the result, and of the data and
+  parameters) becomes an output, read once;
 * ``train_iteration``: a training iteration of θ — the chain, the mean ``∇_θ E`` at ``z_K``
   and Adam's update.
 
@@ -32,7 +34,7 @@ import contextlib
 import numpy as np
 
 from . import _backend
-from .random import host_chain_noise
+from .random import host_chain_noise, host_chain_noise_flat
 
 _enabled = True
 
@@ -173,9 +175,19 @@ def _scan_chain(gen, params, x, z0, noise, s, sigma, return_path):
     return zK, path, chain_ok(jnp, zK)
 
 
+def _inputs_finite(params, x):
+    """0-d boolean, inside a trace: the data and every parameter are free of NaN/inf (the
+    public functions' finiteness validation, computed in the same program as the result)."""
+    return _traced_all_finite((x, *params.values()))
+
+
 def _build_short_run():
+    import jax.numpy as jnp
+
     def f(gen, params, x, z0, noise, s, sigma, return_path, switches):
-        return _scan_chain(gen, params, x, *_unpacked(gen, z0, noise), s, sigma, return_path)
+        zK, path, chain_good = _scan_chain(gen, params, x, *_unpacked(gen, z0, noise), s, sigma, return_path)
+        finite = _inputs_finite(params, x)
+        return zK, path, jnp.logical_and(chain_good, finite), finite
 
     return _jit(f, ("gen", "sigma", "return_path"))
 
@@ -262,8 +274,9 @@ def _build_objective():
                               n_chains=n_chains, **opts)
 
         (values, grad), _, oks = _with_checks(run)  # every chain check and the finiteness test
-        ok = jnp.all(jnp.stack(oks)) if oks else jnp.asarray(True)
-        return values, grad, ok
+        finite = _inputs_finite(params, x)
+        ok = jnp.all(jnp.stack([*oks, finite]))
+        return values, grad, ok, finite
 
     return jax.jit(f, static_argnames=("gen", "sigma", "kind", "want_grad", "n_chains", "gradient", "logdet",
                                        "series_terms", "switches"))
@@ -279,11 +292,17 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
     """
     from .errors import DivergenceError
 
+    from .validate import raise_non_finite
+
     s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
-    values, grad, ok = _compiled("objective")(
+    values, grad, ok, inputs_finite = _compiled("objective")(
         gen, params, x, _tuple(z0), _tuple(noise), s, probes, sigma, kind, bool(want_grad), int(n_chains),
         gradient, logdet, int(series_terms), switches=_switches())
     if not bool(ok):  # one host read per objective evaluation
+        if not bool(inputs_finite):  # the public call's validation error (data or parameters)
+            import jax.numpy as jnp
+
+            raise_non_finite(gen, jnp, params, x)
         raise DivergenceError(
             f"step-size objective ({kind}) is not finite with step_size={tuple(float(v) for v in step_size)}: "
             "the chain diverged (z_K not finite or beyond 1e6 in magnitude); use a smaller step size"
@@ -359,9 +378,7 @@ def packed_chain_noise(gen, xp, *, seed, n, n_steps, dtype, device):
     """The chain noise of ``seed`` as ONE array ``(K + 1, n·d)`` (z_0, then ξ_0..ξ_{K−1}, each
     a z-like draw flattened group by group), moved in one transfer; the compiled functions
     split it (``_unpacked``). Same values as ``chain_noise``."""
-    z0, noise = host_chain_noise(seed, n, gen.latent_dims, n_steps)
-    flat = np.concatenate([np.concatenate([a[None, ...], b], axis=0).reshape(n_steps + 1, -1)
-                           for a, b in zip(z0, noise)], axis=1)  # (K + 1, n·d)
+    flat = host_chain_noise_flat(seed, n, gen.latent_dims, n_steps)  # (K + 1, n·d), already in this order
     return _backend.from_numpy(xp, flat, dtype=dtype, device=device)
 
 
@@ -392,8 +409,9 @@ def stack_noise(xp, noise, latent_dims, n, *, dtype, device):
 
 
 def short_run(gen, params, x, z0, noise, step_size, sigma, *, return_path):
-    """The compiled chain: ``(z_K, path or None, ok)`` for stacked ``noise``; ``ok`` is a 0-d
-    boolean array (z_K finite and bounded), read once by the caller."""
+    """The compiled chain: ``(z_K, path or None, ok, inputs_finite)`` for stacked ``noise``;
+    ``ok`` is a 0-d boolean array (data and parameters finite, z_K finite and bounded), read
+    once by the caller, and ``inputs_finite`` tells which part failed."""
     dtype = x.dtype
     s = tuple(np.asarray(v, dtype=np.dtype(dtype)) for v in step_size)  # traced, not static
     return _compiled("short_run")(gen, params, x, _tuple(z0), _tuple(noise), s, sigma, bool(return_path),

@@ -15,7 +15,7 @@ from . import _backend, compiled
 from .energy import _grad_z
 from .errors import DivergenceError, NonFiniteError
 from .random import chain_noise
-from .validate import all_finite, check_z, prepare_chain
+from .validate import all_finite, check_z, prepare_chain, raise_non_finite
 
 
 def langevin_update(z, g, xi, step_size):
@@ -138,11 +138,14 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
 
     Raises ``DivergenceError`` if ``z_K`` is not finite (the step size is too large).
     """
-    xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size)
+    xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size,
+                                              compiled_finite_test=True)
     if compiled.active(xp):  # JAX: one compiled scan over the stacked noise
         noise_in = stacked_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n, packed=True)
-        zK, path, ok = compiled.short_run(gen, params, x, *noise_in, s, sigma, return_path=return_path)
-        if not bool(ok):  # one host read per chain
+        zK, path, ok, inputs_finite = compiled.short_run(gen, params, x, *noise_in, s, sigma, return_path=return_path)
+        if not bool(ok):  # one host read per chain: data and parameters finite, z_K bounded
+            if not bool(inputs_finite):
+                raise_non_finite(gen, xp, params, x)
             check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=K)
         return (zK, path) if return_path else zK
     z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)

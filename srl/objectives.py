@@ -88,7 +88,8 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if gradient == "adjoint" and kind != "reverse":
         raise ValueError("gradient='adjoint' is implemented for kind='reverse' only")
-    xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size)
+    xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size,
+                                              compiled_finite_test=True)
     M = int(n_chains)
     if M < 1:
         raise ValueError(f"n_chains must be a positive integer, got {n_chains!r}")

@@ -37,6 +37,14 @@ def standard_normal_groups(rng, n: int, latent_dims, *, xp, dtype, device) -> tu
     )
 
 
+def host_chain_noise_flat(seed, n: int, latent_dims, n_steps: int) -> np.ndarray:
+    """``chain_noise``'s float64 draws on the host as one ``(K + 1, n·d)`` array: row 0 is
+    ``z0``, row k + 1 is ``ξ_k``, each a z-like draw flattened group by group (each group's
+    ``(n, d_l)`` block row-major)."""
+    per_draw = int(n) * sum(int(d) for d in latent_dims)
+    return host_rng(seed).standard_normal((n_steps + 1) * per_draw).reshape(n_steps + 1, per_draw)
+
+
 def host_chain_noise(seed, n: int, latent_dims, n_steps: int):
     """``chain_noise``'s float64 draws on the host, stacked per group:
     ``(z0 tuple of (n, d_l), noise tuple of (K, n, d_l))``.
@@ -45,10 +53,8 @@ def host_chain_noise(seed, n: int, latent_dims, n_steps: int):
     ``chain_noise``'s order (a ``Generator`` yields the same sequence whatever sizes it is
     asked for in; ``tests/test_backends.py`` checks the equality).
     """
-    rng = host_rng(seed)
     dims = tuple(int(d) for d in latent_dims)
-    per_draw = n * sum(dims)  # one z-like draw: group by group, each (n, d_l) row-major
-    flat = rng.standard_normal((n_steps + 1) * per_draw).reshape(n_steps + 1, per_draw)
+    flat = host_chain_noise_flat(seed, n, dims, n_steps)
     groups, off = [], 0
     for d in dims:
         groups.append(flat[:, off:off + n * d].reshape(n_steps + 1, n, d))  # (K + 1, n, d_l)

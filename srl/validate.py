@@ -160,23 +160,34 @@ def check_n_steps(n_steps) -> int:
     return int(n_steps)
 
 
-def prepare(gen, params, x, *, sigma):
-    """Validate params, data and σ once per public call: ``(xp, dtype, n, sigma)``."""
+def raise_non_finite(gen, xp, params, x) -> None:
+    """The NonFiniteError for data or parameters holding NaN/inf (the data's if the data is
+    the culprit); returns quietly when both are finite."""
+    check_x(gen, x, finite=True)
+    check_finite_params(xp, params)
+
+
+def prepare(gen, params, x, *, sigma, compiled_finite_test: bool = False):
+    """Validate params, data and σ once per public call: ``(xp, dtype, n, sigma)``.
+
+    ``compiled_finite_test``: on JAX the caller's compiled function tests the data and
+    parameters for NaN/inf itself (``srl.compiled``) and calls ``raise_non_finite`` when
+    that test fails, so no separate test runs here.
+    """
     check_params(gen, params)  # one library, one dtype, the right names and shapes
     first = next(iter(params.values()))
     xp = _backend.array_namespace(x, first)
     if compiled.active(xp):  # JAX: data and parameters in one compiled finiteness test
         n = check_x(gen, x, dtype=first.dtype, finite=False)
-        if not all_finite(xp, (x, *params.values())):
-            check_x(gen, x, finite=True)  # the data's error if the data is the culprit
-            check_finite_params(xp, params)
+        if not compiled_finite_test and not all_finite(xp, (x, *params.values())):
+            raise_non_finite(gen, xp, params, x)
     else:
         n = check_x(gen, x, dtype=first.dtype)
         check_finite_params(xp, params)
     return xp, first.dtype, n, check_sigma(sigma, _backend.dtype_name(xp, first.dtype))
 
 
-def prepare_chain(gen, params, x, *, sigma, n_steps, step_size):
+def prepare_chain(gen, params, x, *, sigma, n_steps, step_size, compiled_finite_test: bool = False):
     """``prepare`` plus the chain settings: ``(xp, dtype, n, sigma, K, step sizes)``."""
-    xp, dtype, n, sigma = prepare(gen, params, x, sigma=sigma)
+    xp, dtype, n, sigma = prepare(gen, params, x, sigma=sigma, compiled_finite_test=compiled_finite_test)
     return xp, dtype, n, sigma, check_n_steps(n_steps), check_step_size(step_size, len(gen.latent_dims))

@@ -60,12 +60,17 @@ def test_chain_is_one_compiled_loop_and_step_sizes_do_not_retrace():
         srl.short_run(gen, p, x, step_size=(0.1 + 0.01 * i, 0.05), n_steps=30, sigma=SIGMA, seed=i)
         sizes.append(fn._cache_size())
     assert sizes[1] == sizes[2] == sizes[0]  # new step sizes and noise: same executable
-    z0, noise = compiled.stacked_chain_noise(gen, jnp, seed=0, n=2, n_steps=30, dtype=jnp.float32,
-                                             device=B.device(x))
     s = (np.float32(0.1), np.float32(0.05))
-    traced = fn.trace(gen, p, x, z0, noise, s, SIGMA, False, switches=compiled._switches())
-    prims = [e.primitive.name for e in traced.jaxpr.eqns]
-    assert prims.count("scan") == 1 and len(prims) < 10, prims  # one loop, not 30 traced steps
+
+    def primitives(n_steps):
+        z0, noise = compiled.stacked_chain_noise(gen, jnp, seed=0, n=2, n_steps=n_steps, dtype=jnp.float32,
+                                                 device=B.device(x))
+        traced = fn.trace(gen, p, x, z0, noise, s, SIGMA, False, switches=compiled._switches())
+        return [e.primitive.name for e in traced.jaxpr.eqns]
+
+    prims = primitives(30)
+    assert prims.count("scan") == 1, prims  # one loop ...
+    assert prims == primitives(3)  # ... and the program does not grow with K (no traced steps)
 
 
 def test_native_switch_retraces():
@@ -246,15 +251,21 @@ def test_check_adds_the_jax_autodiff_column():
 
 
 def test_validation_names_the_non_finite_input():
-    """On JAX data and parameters are tested for NaN/inf in one compiled reduction; the error
-    still names the culprit, before anything is compiled for the chain or the objectives."""
+    """On JAX data and parameters are tested for NaN/inf in one compiled reduction (for the
+    chain and the objectives, inside their own compiled program); the error still names the
+    culprit, the data first, and is not mistaken for a divergence."""
     gen, p, x, z = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
     bad_x = x.at[0, 0, 0, 0].set(jnp.nan)
-    with pytest.raises(srl.NonFiniteError, match="x contains NaN or inf"):
-        srl.short_run(gen, p, bad_x, step_size=0.1, n_steps=3, sigma=SIGMA)
-    for kind in ("jacobian", "reverse"):
-        with pytest.raises(srl.NonFiniteError, match="x contains NaN or inf"):
-            srl.stepsize_objective(gen, p, bad_x, step_size=0.1, n_steps=3, sigma=SIGMA, kind=kind)
     bad_p = dict(p, **{"out.dense.bias": p["out.dense.bias"].at[0].set(jnp.inf)})
-    with pytest.raises(srl.NonFiniteError, match="parameter 'out.dense.bias' contains NaN or inf"):
-        srl.grad_z(gen, bad_p, x, z, sigma=SIGMA)
+    data_error, param_error = "x contains NaN or inf", "parameter 'out.dense.bias' contains NaN or inf"
+    for params, data, match in ((p, bad_x, data_error), (bad_p, x, param_error), (bad_p, bad_x, data_error)):
+        with pytest.raises(srl.NonFiniteError, match=match):
+            srl.short_run(gen, params, data, step_size=0.1, n_steps=3, sigma=SIGMA)
+        for kind in ("jacobian", "reverse"):
+            with pytest.raises(srl.NonFiniteError, match=match):
+                srl.stepsize_objective(gen, params, data, step_size=0.1, n_steps=3, sigma=SIGMA, kind=kind)
+        with pytest.raises(srl.NonFiniteError, match=match):
+            srl.grad_z(gen, params, data, z, sigma=SIGMA)
+    # finite inputs, an unstable step size: the divergence error, not a validation error
+    with pytest.raises(srl.DivergenceError, match="diverged"):
+        srl.short_run(gen, p, x, step_size=50.0, n_steps=25, sigma=SIGMA)
