@@ -3,6 +3,7 @@
     python scripts/long_training.py --out RUNS --epochs 300 --every 20 \\
         --variant default --variant fixed:step_method=fixed --seeds 0,1,2
     python scripts/long_training.py --out RUNS --plot docs/figures/long_training.png
+    python scripts/long_training.py --out RUNS --rescore 10000   # Fréchet of 10 000 samples, twice
 
 Each variant is ``NAME`` (the ``srl train`` defaults) or ``NAME:key=value,key=value``
 (``TrainConfig`` fields; numbers are parsed). Every run trains in chunks of ``--every``
@@ -208,6 +209,48 @@ def table(out_root: Path) -> str:
     return "\n".join(lines)
 
 
+def rescore(out_root: Path, n_samples: int, sample_seeds=(100, 101)) -> str:
+    """The Fréchet distance of ``n_samples`` samples at every snapshot of every run under
+    ``out_root``, once per sample seed (independent draws), in ``RUN/frechet-N.jsonl``
+    (finished snapshots are skipped); returns a Markdown table of each run's curve (mean of
+    the draws), its best and final values, and the largest difference between the draws."""
+    from srl.evaluate import _synthesis_metrics
+    from srl.train import load_data, load_run, split_run_params
+
+    lines = [f"| run | Fréchet ({n_samples} samples, mean of {len(sample_seeds)} draws) by epoch | best (epoch) | "
+             "final | largest difference between draws |", "|---|---|---|---|---|"]
+    for run in sorted(p.parent for p in out_root.glob("*/curve.jsonl")):
+        path = run / f"frechet-{n_samples}.jsonl"
+        rows = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+        ds = None
+        for snap in sorted(run.glob("checkpoint-e*.npz")):
+            epoch = int(snap.stem.rsplit("-e", 1)[1])
+            todo = [ss for ss in sample_seeds if not any(r["epoch"] == epoch and r["sample_seed"] == ss for r in rows)]
+            if not todo:
+                continue
+            gen, params, _, cfg = load_run(snap)
+            ds = ds or load_data(cfg)
+            gen_p, _, _ = split_run_params(cfg, gen, params)
+            for ss in todo:
+                syn = _synthesis_metrics(gen, gen_p, seed=ss, n_samples=n_samples, x_reference=ds.test,
+                                         dataset=cfg.data)
+                rec = {"epoch": epoch, "sample_seed": ss,
+                       "frechet": syn.get("frechet_digits", syn.get("frechet_fashion"))}
+                rows.append(rec)
+                with open(path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        epochs = sorted({r["epoch"] for r in rows})
+        if not epochs:
+            continue
+        draws = {e: [r["frechet"] for r in rows if r["epoch"] == e] for e in epochs}
+        mean = {e: float(np.mean(v)) for e, v in draws.items()}
+        best = min(epochs, key=mean.get)
+        spread = max(max(v) - min(v) for v in draws.values())
+        curve = ", ".join(f"{e}: {mean[e]:.2f}" for e in epochs)
+        lines.append(f"| {run.name} | {curve} | {mean[best]:.2f} ({best}) | {mean[epochs[-1]]:.2f} | {spread:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     from srl.train import TrainConfig
 
@@ -223,8 +266,13 @@ def main(argv=None):
     p.add_argument("--plot", default=None, help="write the curves of every run under --out to this PNG")
     p.add_argument("--table", action="store_true", help="print the best/final table of every run under --out")
     p.add_argument("--s-grid", nargs="*", default=None, help="snapshots (checkpoint-eNNNN.npz) to scan over s")
+    p.add_argument("--rescore", type=int, default=None, metavar="N",
+                   help="re-evaluate the Fréchet distance of every snapshot with N samples, two independent draws")
     a = p.parse_args(argv)
     out_root = Path(a.out)
+    if a.rescore:
+        print(rescore(out_root, a.rescore))
+        return 0
     if a.table:
         print(table(out_root))
         return 0
