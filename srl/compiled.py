@@ -290,8 +290,9 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
     Hutchinson log-det, ``probes (K, P, n, d)``; step sizes are traced, so changing them does
     not recompile. The chain's divergence checks are read once after the call.
     """
-    from .errors import DivergenceError
+    import jax.numpy as jnp
 
+    from .errors import DivergenceError
     from .validate import raise_non_finite
 
     s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
@@ -300,8 +301,6 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
         gradient, logdet, int(series_terms), switches=_switches())
     if not bool(ok):  # one host read per objective evaluation
         if not bool(inputs_finite):  # the public call's validation error (data or parameters)
-            import jax.numpy as jnp
-
             raise_non_finite(gen, jnp, params, x)
         raise DivergenceError(
             f"step-size objective ({kind}) is not finite with step_size={tuple(float(v) for v in step_size)}: "
