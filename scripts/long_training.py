@@ -59,7 +59,7 @@ def stability_summary(gen, params, x, zK, s, sigma):
 
 def evaluate_chunk(run_dir: Path, ds, n_test):
     from srl import _backend
-    from srl.evaluate import _synthesis_metrics, reconstruct, to_backend
+    from srl.evaluate import reconstruct, to_backend
     from srl.train import load_run, split_run_params
 
     gen, params, s, cfg = load_run(run_dir)
@@ -75,10 +75,18 @@ def evaluate_chunk(run_dir: Path, ds, n_test):
         x_hat = vae_reconstruct(xp, gen, enc, gen_p, enc_p, x)
         lam = stab = None
     mse = float(np.mean((_backend.to_numpy(x_hat) - ds.test[:n_test]) ** 2))
-    syn = _synthesis_metrics(gen, gen_p, seed=cfg.seed, n_samples=1000, x_reference=ds.test, dataset=cfg.data)
-    fd = syn.get("frechet_digits", syn.get("frechet_fashion"))
+    fd = frechet(gen, gen_p, cfg, ds, seed=cfg.seed, n_samples=1000)
     return {"mse": mse, "frechet": fd, "step_size": list(s), "hessian_max": lam,
             "stability_q90": stab}
+
+
+def frechet(gen, gen_p, cfg, ds, *, seed, n_samples):
+    """The dataset's Fréchet distance (digits or Fashion-MNIST classifier features) of
+    ``n_samples`` samples drawn with ``seed``, against the test images."""
+    from srl.evaluate import _synthesis_metrics
+
+    syn = _synthesis_metrics(gen, gen_p, seed=seed, n_samples=n_samples, x_reference=ds.test, dataset=cfg.data)
+    return syn.get("frechet_digits", syn.get("frechet_fashion"))
 
 
 def train_with_curve(cfg, every, n_test, *, on_chunk=None, summary=False):
@@ -214,7 +222,6 @@ def rescore(out_root: Path, n_samples: int, sample_seeds=(100, 101)) -> str:
     ``out_root``, once per sample seed (independent draws), in ``RUN/frechet-N.jsonl``
     (finished snapshots are skipped); returns a Markdown table of each run's curve (mean of
     the draws), its best and final values, and the largest difference between the draws."""
-    from srl.evaluate import _synthesis_metrics
     from srl.train import load_data, load_run, split_run_params
 
     lines = [f"| run | Fréchet ({n_samples} samples, mean of {len(sample_seeds)} draws) by epoch | best (epoch) | "
@@ -232,10 +239,8 @@ def rescore(out_root: Path, n_samples: int, sample_seeds=(100, 101)) -> str:
             ds = ds or load_data(cfg)
             gen_p, _, _ = split_run_params(cfg, gen, params)
             for ss in todo:
-                syn = _synthesis_metrics(gen, gen_p, seed=ss, n_samples=n_samples, x_reference=ds.test,
-                                         dataset=cfg.data)
                 rec = {"epoch": epoch, "sample_seed": ss,
-                       "frechet": syn.get("frechet_digits", syn.get("frechet_fashion"))}
+                       "frechet": frechet(gen, gen_p, cfg, ds, seed=ss, n_samples=n_samples)}
                 rows.append(rec)
                 with open(path, "a") as f:
                     f.write(json.dumps(rec) + "\n")

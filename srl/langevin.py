@@ -52,11 +52,7 @@ def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
     """
     if compiled.defer(lambda: chain_ok(xp, z), what):  # compiled: read once after the call
         return
-    ok = None
-    for a in z:
-        bounded = xp.all(xp.abs(a) <= DIVERGED_ABS_Z)  # False for NaN and ±inf too
-        ok = bounded if ok is None else xp.logical_and(ok, bounded)
-    if bool(ok):  # the one host synchronisation of a chain
+    if bool(chain_ok(xp, z)):  # the one host synchronisation of a chain
         return
     finite = all_finite(xp, z)
     state = "is not finite" if not finite else f"exceeds {DIVERGED_ABS_Z:g} in magnitude"
