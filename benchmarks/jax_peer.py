@@ -150,6 +150,31 @@ class SrlJax:
             self.gen, self.params, self.x, step_size=STEP, n_steps=self.K, sigma=SIGMA, seed=0, kind="reverse"))
 
 
+class SrlJaxNoiseGiven(SrlJax):
+    """The same public calls with the chain noise handed in as device arrays (``z0=``, and
+    ``noise=`` stacked ``(K, n, d_l)`` per group), as the peer receives it: no host draw,
+    no transfer. The values are the seed's."""
+
+    def __init__(self, gen, batch, K, dtype="float32"):
+        super().__init__(gen, batch, K, dtype)
+        import jax.numpy as jnp
+
+        _, _, z0, noise = _host_problem(gen, batch, K)
+        dt = getattr(jnp, dtype)
+        self.z0 = tuple(jnp.asarray(a, dtype=dt) for a in z0)
+        self.noise = tuple(jnp.asarray(np.stack([xi[l] for xi in noise]), dtype=dt)
+                           for l in range(len(gen.latent_dims)))
+
+    def chain(self):
+        return self.jax.block_until_ready(self.srl.short_run(
+            self.gen, self.params, self.x, step_size=STEP, n_steps=self.K, sigma=SIGMA, z0=self.z0, noise=self.noise))
+
+    def reverse(self):
+        return self.jax.block_until_ready(self.srl.stepsize_objective(
+            self.gen, self.params, self.x, step_size=STEP, n_steps=self.K, sigma=SIGMA, z0=self.z0, noise=self.noise,
+            kind="reverse"))
+
+
 def check_equal(peer, mine, gen):
     """The peer computes srl's function: forward, z_K and the reverse bound agree.
 

@@ -388,6 +388,7 @@ def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25,
                   "torch.autograd": TorchAutograd(model, "cpu", batch)}
         if have_jax:
             impls_["srl-jax"] = jax_peer.SrlJax(gen, batch, K)
+            impls_["srl-jax, noise given"] = jax_peer.SrlJaxNoiseGiven(gen, batch, K)
             impls_["JAX autodiff + jit"] = jax_peer.JaxPeer(gen, batch, K)
         calls = {}
         for name, w in impls_.items():
@@ -397,7 +398,8 @@ def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25,
                 calls[name] = {"chain": (lambda w=w: w.chain(K)), "reverse": (lambda w=w: w.objective(K, "reverse"))}
         compile_s = {}
         if have_jax:
-            jax_peer.check_equal(impls_["JAX autodiff + jit"], impls_["srl-jax"], gen)
+            for mine in ("srl-jax", "srl-jax, noise given"):
+                jax_peer.check_equal(impls_["JAX autodiff + jit"], impls_[mine], gen)
             for name in ("srl-jax", "JAX autodiff + jit"):
                 for what in ("chain", "reverse"):
                     first = jax_peer._first_call(impls_[name], what)
@@ -512,7 +514,7 @@ def markdown(rows, env) -> str:
     return "\n".join(out)
 
 
-PEER_COLUMNS = ("srl-numpy", "srl-torch", "torch.autograd", "srl-jax", "JAX autodiff + jit")
+PEER_COLUMNS = ("srl-numpy", "srl-torch", "torch.autograd", "srl-jax", "srl-jax, noise given", "JAX autodiff + jit")
 
 
 def markdown_peers(rows) -> str:
@@ -520,8 +522,8 @@ def markdown_peers(rows) -> str:
     out = []
     peers = [r for r in rows if r["suite"] == "peers"]
     if peers:
-        out += ["| model | operation | " + " | ".join(PEER_COLUMNS) + " | srl-jax / JAX | srl-numpy / JAX | "
-                "compile: srl-jax / JAX |", "|---|---|" + "---|" * (len(PEER_COLUMNS) + 3)]
+        out += ["| model | operation | " + " | ".join(PEER_COLUMNS) + " | srl-jax / JAX | srl-jax, noise given / JAX "
+                "| srl-numpy / JAX | compile: srl-jax / JAX |", "|---|---|" + "---|" * (len(PEER_COLUMNS) + 4)]
         keys = list(dict.fromkeys((r["model"], r["op"]) for r in peers))
         for model, op_ in keys:
             t = {r["impl"]: r for r in peers if (r["model"], r["op"]) == (model, op_)}
@@ -531,7 +533,7 @@ def markdown_peers(rows) -> str:
             comp = (f"{t['srl-jax']['compile_s']:.1f} s / {jx['compile_s']:.1f} s"
                     if jx and "compile_s" in t.get("srl-jax", {}) else "—")
             out.append(f"| {model} (batch {t[next(iter(t))]['batch']}) | {op_} | " + " | ".join(cells)
-                       + f" | {ratio('srl-jax')} | {ratio('srl-numpy')} | {comp} |")
+                       + f" | {ratio('srl-jax')} | {ratio('srl-jax, noise given')} | {ratio('srl-numpy')} | {comp} |")
         out.append("")
     paper = [r for r in rows if r["suite"] == "paper"]
     if paper:

@@ -175,10 +175,12 @@ def _scan_chain(gen, params, x, z0, noise, s, sigma, return_path):
     return zK, path, chain_ok(jnp, zK)
 
 
-def _inputs_finite(params, x):
-    """0-d boolean, inside a trace: the data and every parameter are free of NaN/inf (the
-    public functions' finiteness validation, computed in the same program as the result)."""
-    return _traced_all_finite((x, *params.values()))
+def _inputs_finite(params, x, z0=None, noise=None):
+    """0-d boolean, inside a trace: the data, every parameter and explicit chain noise
+    (``z0`` not None; packed seeded noise is finite by construction) are free of NaN/inf:
+    the public functions' finiteness validation, computed in the same program as the result."""
+    given = () if z0 is None else (*z0, *noise)
+    return _traced_all_finite((x, *params.values(), *given))
 
 
 def _build_short_run():
@@ -186,7 +188,7 @@ def _build_short_run():
 
     def f(gen, params, x, z0, noise, s, sigma, return_path, switches):
         zK, path, chain_good = _scan_chain(gen, params, x, *_unpacked(gen, z0, noise), s, sigma, return_path)
-        finite = _inputs_finite(params, x)
+        finite = _inputs_finite(params, x, z0, noise)
         return zK, path, jnp.logical_and(chain_good, finite), finite
 
     return _jit(f, ("gen", "sigma", "return_path"))
@@ -274,7 +276,7 @@ def _build_objective():
                               n_chains=n_chains, **opts)
 
         (values, grad), _, oks = _with_checks(run)  # every chain check and the finiteness test
-        finite = _inputs_finite(params, x)
+        finite = _inputs_finite(params, x, z0, noise)
         ok = jnp.all(jnp.stack([*oks, finite]))
         return values, grad, ok, finite
 
@@ -300,8 +302,8 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
         gen, params, x, _tuple(z0), _tuple(noise), s, probes, sigma, kind, bool(want_grad), int(n_chains),
         gradient, logdet, int(series_terms), switches=_switches())
     if not bool(ok):  # one host read per objective evaluation
-        if not bool(inputs_finite):  # the public call's validation error (data or parameters)
-            raise_non_finite(gen, jnp, params, x)
+        if not bool(inputs_finite):  # the public call's validation error (data, parameters or given noise)
+            raise_non_finite(gen, jnp, params, x, z0=z0, noise=noise if z0 is not None else None)
         raise DivergenceError(
             f"step-size objective ({kind}) is not finite with step_size={tuple(float(v) for v in step_size)}: "
             "the chain diverged (z_K not finite or beyond 1e6 in magnitude); use a smaller step size"
@@ -409,8 +411,8 @@ def stack_noise(xp, noise, latent_dims, n, *, dtype, device):
 
 def short_run(gen, params, x, z0, noise, step_size, sigma, *, return_path):
     """The compiled chain: ``(z_K, path or None, ok, inputs_finite)`` for stacked ``noise``;
-    ``ok`` is a 0-d boolean array (data and parameters finite, z_K finite and bounded), read
-    once by the caller, and ``inputs_finite`` tells which part failed."""
+    ``ok`` is a 0-d boolean array (data, parameters and explicit noise finite, z_K finite and
+    bounded), read once by the caller, and ``inputs_finite`` tells which part failed."""
     dtype = x.dtype
     s = tuple(np.asarray(v, dtype=np.dtype(dtype)) for v in step_size)  # traced, not static
     return _compiled("short_run")(gen, params, x, _tuple(z0), _tuple(noise), s, sigma, bool(return_path),

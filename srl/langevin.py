@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from . import _backend, compiled
 from .energy import _grad_z
-from .errors import DivergenceError, NonFiniteError
+from .errors import DivergenceError
 from .random import chain_noise
-from .validate import all_finite, check_z, prepare_chain, raise_non_finite
+from .validate import (all_finite, check_finite_noise, check_noise_stack, check_z, is_noise_stack, prepare_chain,
+                       raise_non_finite)
 
 
 def langevin_update(z, g, xi, step_size):
@@ -62,9 +63,12 @@ def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
     )
 
 
-def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
-    """Explicit ``z0``/``noise`` if given (validated), else drawn from ``seed``."""
-    given = {"z0": z0, "noise": noise}
+def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, test_finite=True):
+    """Explicit ``z0``/``noise`` if given (validated), else drawn from ``seed``:
+    ``(z0, [ξ_0, ..., ξ_{K−1}])``. ``noise`` may be a sequence of K z-like tuples or stacked,
+    one ``(K, n, d_l)`` array per group. ``test_finite=False``: the caller's compiled
+    function tests the given arrays for NaN/inf."""
+    given_z0, given_noise = z0, noise
     if z0 is None or noise is None:
         drawn_z0, drawn_noise = chain_noise(seed, n, gen.latent_dims, n_steps, xp=xp, dtype=dtype,
                                             device=_backend.device(x))
@@ -72,16 +76,17 @@ def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
         noise = drawn_noise if noise is None else noise
     z0 = tuple(z0)
     check_z(gen, z0, dtype=dtype, n=n, what="z0")
-    noise = [tuple(xi) for xi in noise]
-    if len(noise) != n_steps:
-        raise ValueError(f"noise has {len(noise)} steps but n_steps={n_steps}")
-    for k, xi in enumerate(noise):
-        check_z(gen, xi, dtype=dtype, n=n, what=f"noise[{k}]")
-    for what, value in given.items():
-        if value is not None:
-            arrays = z0 if what == "z0" else [a for xi in noise for a in xi]
-            if not all_finite(xp, arrays):
-                raise NonFiniteError(f"{what} contains NaN or inf; pass finite values (or a seed instead)")
+    if is_noise_stack(gen, noise):
+        check_noise_stack(gen, noise, dtype=dtype, n=n, n_steps=n_steps)
+        noise = [tuple(a[k, ...] for a in noise) for k in range(n_steps)]  # views, step by step
+    else:
+        noise = [tuple(xi) for xi in noise]
+        if len(noise) != n_steps:
+            raise ValueError(f"noise has {len(noise)} steps but n_steps={n_steps}")
+        for k, xi in enumerate(noise):
+            check_z(gen, xi, dtype=dtype, n=n, what=f"noise[{k}]")
+    if test_finite:
+        check_finite_noise(xp, given_z0, given_noise)
     return z0, noise
 
 
@@ -89,7 +94,8 @@ def stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, packed=Fals
     """``resolve_noise`` with the noise as one ``(K, n, d_l)`` array per group (for
     ``srl.loop.fold`` and the compiled chain); the same values. ``packed`` (compiled JAX
     calls): noise drawn from ``seed`` comes as ``(None, one (K + 1, n·d) array)``, one
-    transfer, split inside the compiled function."""
+    transfer, split inside the compiled function; explicit noise is checked here for shapes
+    and dtypes only, its NaN/inf test runs inside the compiled function."""
     from .compiled import packed_chain_noise, stack_noise, stacked_chain_noise
 
     dev = _backend.device(x)
@@ -97,7 +103,18 @@ def stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, packed=Fals
         if packed:
             return None, packed_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
         return stacked_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
-    z0, noise = resolve_noise(gen, xp, x, n_steps=n_steps, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)
+    if noise is not None and is_noise_stack(gen, noise):  # already stacked: used as given
+        check_noise_stack(gen, noise, dtype=dtype, n=n, n_steps=n_steps)
+        given_z0 = z0
+        if z0 is None:  # the seed's z_0 (drawn before its ξ_k, so the same values)
+            z0 = chain_noise(seed, n, gen.latent_dims, 0, xp=xp, dtype=dtype, device=dev)[0]
+        z0 = tuple(z0)
+        check_z(gen, z0, dtype=dtype, n=n, what="z0")
+        if not packed:
+            check_finite_noise(xp, given_z0, noise)
+        return z0, tuple(noise)
+    z0, noise = resolve_noise(gen, xp, x, n_steps=n_steps, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n,
+                              test_finite=not packed)
     return z0, stack_noise(xp, noise, gen.latent_dims, n, dtype=dtype, device=dev)
 
 
@@ -124,7 +141,8 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
     n_steps : K
     sigma : observation noise σ
     seed : selects ``z0`` and the noise (same values on every backend)
-    z0, noise : explicit ``z_0`` (tuple like z) and ``[ξ_0, ..., ξ_{K−1}]``; override seed
+    z0, noise : explicit ``z_0`` (tuple like z) and the noise, either ``[ξ_0, ..., ξ_{K−1}]``
+        (K tuples like z) or stacked (one ``(K, n, d_l)`` array per group); override seed
     return_path : also return the whole chain
 
     Returns
@@ -137,11 +155,14 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
     xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size,
                                               compiled_finite_test=True)
     if compiled.active(xp):  # JAX: one compiled scan over the stacked noise
-        noise_in = stacked_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n, packed=True)
-        zK, path, ok, inputs_finite = compiled.short_run(gen, params, x, *noise_in, s, sigma, return_path=return_path)
-        if not bool(ok):  # one host read per chain: data and parameters finite, z_K bounded
+        z0_in, noise_in = stacked_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n,
+                                        packed=True)  # z0_in None: the seed's noise, packed in noise_in
+        zK, path, ok, inputs_finite = compiled.short_run(gen, params, x, z0_in, noise_in, s, sigma,
+                                                         return_path=return_path)
+        if not bool(ok):  # one host read per chain: data, parameters and given noise finite, z_K bounded
             if not bool(inputs_finite):
-                raise_non_finite(gen, xp, params, x)
+                explicit = z0_in is not None
+                raise_non_finite(gen, xp, params, x, z0=z0_in, noise=noise_in if explicit else None)
             check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=K)
         return (zK, path) if return_path else zK
     z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)

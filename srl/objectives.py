@@ -128,6 +128,7 @@ def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kin
         gradient is still per group)
     n_steps : K;  sigma : σ
     seed : selects the chain noise (``srl.random.chain_noise``); ``z0=``/``noise=`` override
+        it (``noise`` as K tuples like z, or stacked: one ``(K, n, d_l)`` array per group)
     kind : ``"jacobian"`` (J_jac, eq. 4.1, the paper's) or ``"reverse"`` (−log w, eq. 5.1)
     n_chains : M chains per example; ``"reverse"`` then gives the importance-weighted bound
         ``−log (1/M) Σ_m w_m`` and ``"jacobian"`` the mean over chains. Explicit noise is

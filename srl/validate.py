@@ -90,6 +90,23 @@ def check_z(gen, z, *, dtype=None, n=None, what="z") -> int:
     return n
 
 
+def is_noise_stack(gen, noise) -> bool:
+    """Whether explicit chain noise is *stacked*: one ``(K, n, d_l)`` array per latent group
+    (the layout of ``lax.scan`` and of ``short_run(..., return_path=True)``), rather than a
+    sequence of K z-like tuples."""
+    return (isinstance(noise, (tuple, list)) and len(noise) == len(gen.latent_dims)
+            and all(hasattr(a, "shape") and len(a.shape) == 3 for a in noise))
+
+
+def check_noise_stack(gen, noise, *, dtype, n, n_steps) -> None:
+    """Check stacked chain noise: group l is a ``(K, n, d_l)`` array of ``dtype``."""
+    for l, (a, d) in enumerate(zip(noise, gen.latent_dims)):
+        shape = _shape(a)
+        if shape != (n_steps, n, d):
+            raise ShapeError(f"noise[{l}] has shape {shape}, expected (n_steps, n, d_l) = ({n_steps}, {n}, {d})")
+        _dtype_check(f"noise[{l}]", a, dtype)
+
+
 def all_finite(xp, arrays) -> bool:
     """Whether every array is free of NaN/inf, with one host synchronisation for all of them."""
     arrays = list(arrays)
@@ -160,11 +177,23 @@ def check_n_steps(n_steps) -> int:
     return int(n_steps)
 
 
-def raise_non_finite(gen, xp, params, x) -> None:
-    """The NonFiniteError for data or parameters holding NaN/inf (the data's if the data is
-    the culprit); returns quietly when both are finite."""
+def check_finite_noise(xp, z0, noise) -> None:
+    """NonFiniteError for explicit chain noise holding NaN/inf: ``z0`` (a z-like tuple) and
+    ``noise`` (stacked, or a sequence of z-like tuples), each tested only if given."""
+    for what, value in (("z0", z0), ("noise", noise)):
+        if value is None:
+            continue
+        arrays = [a for item in value for a in (item if isinstance(item, (tuple, list)) else (item,))]
+        if not all_finite(xp, arrays):
+            raise NonFiniteError(f"{what} contains NaN or inf; pass finite values (or a seed instead)")
+
+
+def raise_non_finite(gen, xp, params, x, *, z0=None, noise=None) -> None:
+    """The NonFiniteError for data, parameters or explicit chain noise holding NaN/inf (the
+    first culprit in that order); returns quietly when all are finite."""
     check_x(gen, x, finite=True)
     check_finite_params(xp, params)
+    check_finite_noise(xp, z0, noise)
 
 
 def prepare(gen, params, x, *, sigma, compiled_finite_test: bool = False):

@@ -269,3 +269,34 @@ def test_validation_names_the_non_finite_input():
     # finite inputs, an unstable step size: the divergence error, not a validation error
     with pytest.raises(srl.DivergenceError, match="diverged"):
         srl.short_run(gen, p, x, step_size=50.0, n_steps=25, sigma=SIGMA)
+
+
+def test_explicit_noise_is_tested_inside_the_compiled_program(monkeypatch):
+    """Noise handed in (stacked, as a JAX user holds it) is tested for NaN/inf by the chain's
+    and the objectives' own compiled programs: no separate test runs before them. The
+    error still names the culprit, the data and parameters before the noise."""
+    gen, p, x, z = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
+    K = 3
+    z0, steps = srl.random.chain_noise(4, 2, gen.latent_dims, K, xp=jnp, dtype=x.dtype, device=B.device(x))
+    stacked = tuple(jnp.stack([xi[l] for xi in steps]) for l in range(len(gen.latent_dims)))
+    kw = dict(step_size=0.1, n_steps=K, sigma=SIGMA)
+    want = srl.short_run(gen, p, x, seed=4, **kw)
+
+    def no_separate_test(arrays):
+        raise AssertionError("a separate finiteness test ran before the compiled call")
+
+    with monkeypatch.context() as m:
+        m.setattr(compiled, "all_finite", no_separate_test)
+        assert_tree_close(srl.short_run(gen, p, x, z0=z0, noise=stacked, **kw), want, rtol=0, err="stacked noise")
+        srl.stepsize_objective(gen, p, x, z0=z0, noise=stacked, kind="reverse", **kw)
+    bad_noise = (stacked[0], stacked[1].at[1, 0, 0].set(jnp.nan))
+    bad_z0 = (z0[0].at[0, 0].set(jnp.inf), z0[1])
+    bad_x = x.at[0, 0, 0, 0].set(jnp.nan)
+    cases = ((x, z0, bad_noise, "noise contains NaN or inf"), (x, bad_z0, stacked, "z0 contains NaN or inf"),
+             (bad_x, bad_z0, bad_noise, "x contains NaN or inf"))
+    for data, z0_, noise, match in cases:
+        with pytest.raises(srl.NonFiniteError, match=match):
+            srl.short_run(gen, p, data, z0=z0_, noise=noise, **kw)
+        for kind in ("jacobian", "reverse"):
+            with pytest.raises(srl.NonFiniteError, match=match):
+                srl.stepsize_objective(gen, p, data, z0=z0_, noise=noise, kind=kind, **kw)
