@@ -1,9 +1,18 @@
-"""JAX fast paths: XLA convolutions (``lax.conv_general_dilated``), exact GELU, its VJP and Φ (by erf).
+"""JAX fast paths: exact GELU, its VJP and Φ (by erf); on GPUs, XLA convolutions
+(``lax.conv_general_dilated``).
 
 The convolution VJPs are the transposed convolutions XLA derives for
 ``lax.conv_general_dilated`` (``jax.vjp`` of one linear primitive); the model's own
 derivatives stay hand-written in ``srl/``. Inside ``jax.jit`` (``srl.compiled``) these
 become single XLA convolution ops instead of the generic gather + matmul.
+
+They are used only where JAX's default backend is not the CPU. XLA's CPU convolutions are
+much slower than srl's generic gather-matmul compiled by the same XLA (measured on one
+thread of a 2-core x86 VM, 2026-11-26, docs/BENCHMARKS.md): the conv model's K = 25 chain
+took 480–530 ms with them against 210–220 ms without, and the paper model's K = 5 chain
+(batch 16) 55.8 s against 6.4 s. On GPUs the convolutions go to cuDNN. Under ``jax.jit`` a
+traced array has no device, so the choice follows ``jax.default_backend()``: arrays
+placed on the CPU of a GPU machine still get the XLA convolutions (correct, slower).
 """
 
 from __future__ import annotations
@@ -18,6 +27,14 @@ _SQRT_HALF = math.sqrt(0.5)
 
 
 def ops() -> NativeOps:
+    import jax
+
+    convolutions = lax_convolutions() if jax.default_backend() != "cpu" else {}
+    return NativeOps(name="jax", **elementwise_ops(), **convolutions)
+
+
+def lax_convolutions() -> dict:
+    """The six convolution fields of ``NativeOps`` by ``lax.conv_general_dilated``."""
     import jax
     from jax import lax
 
@@ -59,6 +76,16 @@ def ops() -> NativeOps:
         # the input-VJP of a transposed convolution is the convolution with the same weights
         return conv2d(gy, w, None, stride, pad)
 
+    return dict(conv2d=conv2d, conv2d_vjp=conv2d_vjp, conv_transpose2d=conv_transpose2d,
+                conv_transpose2d_vjp=conv_transpose2d_vjp, conv2d_input_vjp=conv2d_input_vjp,
+                conv_transpose2d_input_vjp=conv_transpose2d_input_vjp)
+
+
+def elementwise_ops() -> dict:
+    """Φ, GELU and GELU's VJP (the ``ndtr``, ``gelu``, ``gelu_vjp`` fields of ``NativeOps``)."""
+    import jax
+    from jax import lax
+
     def ndtr(x):
         # Φ(x) = ½ (1 + erf(x/√2)), the form of jax.nn.gelu(approximate=False). XLA's erf is
         # one clamped polynomial; its erfc (accurate relative to Φ in the far left tail)
@@ -77,15 +104,4 @@ def ops() -> NativeOps:
         phi = jax.numpy.exp(-0.5 * x * x) * _INV_SQRT_2PI
         return g * (ndtr(x) + x * phi)
 
-    return NativeOps(
-        name="jax",
-        ndtr=ndtr,
-        gelu=gelu,
-        gelu_vjp=gelu_vjp,
-        conv2d=conv2d,
-        conv2d_vjp=conv2d_vjp,
-        conv_transpose2d=conv_transpose2d,
-        conv_transpose2d_vjp=conv_transpose2d_vjp,
-        conv2d_input_vjp=conv2d_input_vjp,
-        conv_transpose2d_input_vjp=conv_transpose2d_input_vjp,
-    )
+    return dict(ndtr=ndtr, gelu=gelu, gelu_vjp=gelu_vjp)

@@ -229,21 +229,35 @@ JAX_CONV_GEOMETRIES = [CONV_GEOMETRIES[i] for i in (0, 4, 5, 7)]
 def test_native_convolutions_equal_generic(lib, geometry):
     """Every native convolution kernel of NumPy and JAX (forward, input-VJP, weight and bias
     VJPs, both layer kinds) against the generic gather-matmul code, float64."""
-    if lib == "jax":
+    if lib == "jax":  # the XLA convolutions, used where JAX's default backend is not the CPU
         jax = pytest.importorskip("jax")
+        from srl.backends.jax import lax_convolutions
+
         with jax.enable_x64(True):
-            _native_convolutions_equal_generic(jax.numpy, geometry, put=jax.numpy.asarray)
+            ops = srl.backends.NativeOps(name="jax", **lax_convolutions())
+            _native_convolutions_equal_generic(jax.numpy, geometry, ops, put=jax.numpy.asarray)
         return
     import array_api_compat.numpy as xp
 
-    _native_convolutions_equal_generic(xp, geometry, put=lambda a: a)
+    _native_convolutions_equal_generic(xp, geometry, srl.backends.native(xp), put=lambda a: a)
 
 
-def _native_convolutions_equal_generic(xp, geometry, *, put):
+def test_jax_convolutions_follow_the_default_backend():
+    """XLA's convolutions serve JAX only off the CPU; on the CPU the generic gather-matmul
+    is faster (docs/BENCHMARKS.md) and the conv fields are left empty."""
+    jax = pytest.importorskip("jax")
+    ops = srl.backends.native(jax.numpy)
+    on_cpu = jax.default_backend() == "cpu"
+    assert ops.ndtr is not None and ops.gelu is not None
+    for field in ("conv2d", "conv2d_vjp", "conv_transpose2d", "conv_transpose2d_vjp", "conv2d_input_vjp",
+                  "conv_transpose2d_input_vjp"):
+        assert (getattr(ops, field) is None) == on_cpu, field
+
+
+def _native_convolutions_equal_generic(xp, geometry, ops, *, put):
     from srl import conv
 
     cin, cout, H, W, k, s, p = geometry
-    ops = srl.backends.native(xp)
     assert ops is not None and ops.conv2d is not None
     rng = np.random.default_rng(sum(geometry))
 
