@@ -363,7 +363,8 @@ def suite_train(devices, reps, rows):
             print(_row(rows[-1]), flush=True)
 
 
-def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25, paper_batch=16, paper=True):
+def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25, paper_batch=16, paper=True,
+                paper_rounds=1):
     """Every implementation side by side, per K-step chain and per reverse-kernel s-gradient:
     srl on NumPy, PyTorch and JAX (public API; compiled on JAX), torch.autograd and JAX
     autodiff + jit (``benchmarks/jax_peer.py``), same weights, data and noise. Rounds are
@@ -419,7 +420,7 @@ def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25,
                 print(f"peers | {model} | n={batch} | {label} | {name} | {fmt_ms(t)}"
                       + (f" | compile {row['compile_s']:.1f} s" if "compile_s" in row else ""), flush=True)
     if paper:
-        suite_paper(rows, batch=paper_batch, K=K, have_jax=have_jax)
+        suite_paper(rows, batch=paper_batch, K=K, have_jax=have_jax, rounds=paper_rounds)
 
 
 def _seconds(f, sync=None):
@@ -584,6 +585,8 @@ def main(argv=None):
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-paper", action="store_true", help="peers suite: skip the paper-model rows")
     ap.add_argument("--paper-only", action="store_true", help="peers suite: the paper-model rows only")
+    ap.add_argument("--paper-rounds", type=int, default=1,
+                    help="peers suite: interleaved rounds of the paper-model rows (each keeps its best)")
     ap.add_argument("--json", default=str(HERE / "results.json"))
     ap.add_argument("--models", default=None, help="core and step-size suites: only these models (mlp,conv,paper)")
     ap.add_argument("--impls", default=None, help="only these implementations (numpy,torch,cupy)")
@@ -628,7 +631,7 @@ def _main(a):
         jax_peer.suite_jax(a.reps, rows)
     if a.suite in ("all", "peers"):  # every implementation side by side (suite_peers)
         suite_peers(a.reps, rows, paper_batch=a.paper_batch, K=a.paper_k, paper=not a.no_paper,
-                    models_=() if a.paper_only else ("mlp", "mlp64", "conv"))
+                    models_=() if a.paper_only else ("mlp", "mlp64", "conv"), paper_rounds=a.paper_rounds)
     Path(a.json).write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2))
     print(f"wrote {a.json}")
     print(markdown([r for r in rows if r["suite"] not in ("jax", "peers", "paper")], environment()))
