@@ -303,7 +303,7 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
         gradient, logdet, int(series_terms), switches=_switches())
     if not bool(ok):  # one host read per objective evaluation
         if not bool(inputs_finite):  # the public call's validation error (data, parameters or given noise)
-            raise_non_finite(gen, jnp, params, x, z0=z0, noise=noise if z0 is not None else None)
+            raise_non_finite(gen, jnp, params, x, z0=z0, noise=noise)
         raise DivergenceError(
             f"step-size objective ({kind}) is not finite with step_size={tuple(float(v) for v in step_size)}: "
             "the chain diverged (z_K not finite or beyond 1e6 in magnitude); use a smaller step size"

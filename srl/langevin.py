@@ -63,22 +63,23 @@ def check_chain(xp, z, *, step_size, sigma, n_steps, what="short-run chain"):
     )
 
 
-def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, test_finite=True):
-    """Explicit ``z0``/``noise`` if given (validated), else drawn from ``seed``:
-    ``(z0, [ξ_0, ..., ξ_{K−1}])``. ``noise`` may be a sequence of K z-like tuples or stacked,
-    one ``(K, n, d_l)`` array per group. ``test_finite=False``: the caller's compiled
-    function tests the given arrays for NaN/inf."""
+def _resolve(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, test_finite):
+    """Explicit ``z0``/``noise`` validated, what is missing drawn from ``seed``:
+    ``(z0, noise, stacked)`` with ``noise`` in its given form, stacked (one ``(K, n, d_l)``
+    array per group; ``stacked`` True) or ``[ξ_0, ..., ξ_{K−1}]``. ``test_finite=False``:
+    the caller's compiled function tests the given arrays for NaN/inf."""
+    stacked = noise is not None and is_noise_stack(gen, noise)
     given_z0, given_noise = z0, noise
-    if z0 is None or noise is None:
-        drawn_z0, drawn_noise = chain_noise(seed, n, gen.latent_dims, n_steps, xp=xp, dtype=dtype,
-                                            device=_backend.device(x))
+    if z0 is None or noise is None:  # z_0 is drawn first: without the ξ_k when they are given
+        drawn_z0, drawn_noise = chain_noise(seed, n, gen.latent_dims, n_steps if noise is None else 0, xp=xp,
+                                            dtype=dtype, device=_backend.device(x))
         z0 = drawn_z0 if z0 is None else z0
         noise = drawn_noise if noise is None else noise
     z0 = tuple(z0)
     check_z(gen, z0, dtype=dtype, n=n, what="z0")
-    if is_noise_stack(gen, noise):
+    if stacked:
         check_noise_stack(gen, noise, dtype=dtype, n=n, n_steps=n_steps)
-        noise = [tuple(a[k, ...] for a in noise) for k in range(n_steps)]  # views, step by step
+        noise = tuple(noise)
     else:
         noise = [tuple(xi) for xi in noise]
         if len(noise) != n_steps:
@@ -87,6 +88,17 @@ def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, test_finite
             check_z(gen, xi, dtype=dtype, n=n, what=f"noise[{k}]")
     if test_finite:
         check_finite_noise(xp, given_z0, given_noise)
+    return z0, noise, stacked
+
+
+def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
+    """Explicit ``z0``/``noise`` if given (validated; ``noise`` as K z-like tuples or
+    stacked, one ``(K, n, d_l)`` array per group), else drawn from ``seed``:
+    ``(z0, [ξ_0, ..., ξ_{K−1}])``."""
+    z0, noise, stacked = _resolve(gen, xp, x, n_steps=n_steps, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n,
+                                  test_finite=True)
+    if stacked:
+        noise = [tuple(a[k, ...] for a in noise) for k in range(n_steps)]  # views, step by step
     return z0, noise
 
 
@@ -103,19 +115,9 @@ def stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, packed=Fals
         if packed:
             return None, packed_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
         return stacked_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
-    if noise is not None and is_noise_stack(gen, noise):  # already stacked: used as given
-        check_noise_stack(gen, noise, dtype=dtype, n=n, n_steps=n_steps)
-        given_z0 = z0
-        if z0 is None:  # the seed's z_0 (drawn before its ξ_k, so the same values)
-            z0 = chain_noise(seed, n, gen.latent_dims, 0, xp=xp, dtype=dtype, device=dev)[0]
-        z0 = tuple(z0)
-        check_z(gen, z0, dtype=dtype, n=n, what="z0")
-        if not packed:
-            check_finite_noise(xp, given_z0, noise)
-        return z0, tuple(noise)
-    z0, noise = resolve_noise(gen, xp, x, n_steps=n_steps, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n,
-                              test_finite=not packed)
-    return z0, stack_noise(xp, noise, gen.latent_dims, n, dtype=dtype, device=dev)
+    z0, noise, stacked = _resolve(gen, xp, x, n_steps=n_steps, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n,
+                                  test_finite=not packed)
+    return z0, (noise if stacked else stack_noise(xp, noise, gen.latent_dims, n, dtype=dtype, device=dev))
 
 
 def _short_run(xp, gen, params, x, z0, noise, step_size, sigma, *, return_path=False):
@@ -161,8 +163,7 @@ def short_run(gen, params, x, *, step_size, n_steps, sigma, seed=0, z0=None, noi
                                                          return_path=return_path)
         if not bool(ok):  # one host read per chain: data, parameters and given noise finite, z_K bounded
             if not bool(inputs_finite):
-                explicit = z0_in is not None
-                raise_non_finite(gen, xp, params, x, z0=z0_in, noise=noise_in if explicit else None)
+                raise_non_finite(gen, xp, params, x, z0=z0_in, noise=noise_in)
             check_chain(xp, zK, step_size=s, sigma=sigma, n_steps=K)
         return (zK, path) if return_path else zK
     z0, noise = resolve_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n)

@@ -178,11 +178,13 @@ def check_n_steps(n_steps) -> int:
 
 
 def check_finite_noise(xp, z0, noise) -> None:
-    """NonFiniteError for explicit chain noise holding NaN/inf: ``z0`` (a z-like tuple) and
-    ``noise`` (stacked, or a sequence of z-like tuples), each tested only if given."""
+    """NonFiniteError for chain noise holding NaN/inf: ``z0`` (a z-like tuple) and ``noise``
+    (stacked, a sequence of z-like tuples, or one packed array), each tested only if given."""
     for what, value in (("z0", z0), ("noise", noise)):
         if value is None:
             continue
+        if hasattr(value, "shape"):  # the compiled calls' packed seeded noise
+            value = (value,)
         arrays = [a for item in value for a in (item if isinstance(item, (tuple, list)) else (item,))]
         if not all_finite(xp, arrays):
             raise NonFiniteError(f"{what} contains NaN or inf; pass finite values (or a seed instead)")

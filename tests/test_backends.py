@@ -120,7 +120,8 @@ def test_explicit_noise_stacked_or_by_step_equals_the_seed(backend):
     stacked = tuple(xp.stack([xi[l] for xi in steps], axis=0) for l in range(len(gen.latent_dims)))
     kw = dict(step_size=(0.1, 0.2), n_steps=K, sigma=SIGMA)
     want = srl.short_run(gen, p, x, seed=5, **kw)
-    for given in (dict(z0=z0, noise=steps), dict(z0=z0, noise=stacked), dict(seed=5, noise=stacked)):
+    for given in (dict(z0=z0, noise=steps), dict(z0=z0, noise=stacked), dict(seed=5, noise=stacked),
+                  dict(seed=5, noise=steps)):
         assert_tree_close(srl.short_run(gen, p, x, **given, **kw), want, rtol=0, err=f"chain {sorted(given)}")
     for kind in ("jacobian", "reverse"):
         want = srl.stepsize_objective(gen, p, x, seed=5, kind=kind, **kw)
