@@ -222,21 +222,26 @@ def _first_call(obj, what):
 
 
 def measure(model, *, batch=64, K=25, reps=10, rounds=3):
-    """Rows for one model: chain and reverse-kernel s-gradient, srl-jax vs the JAX peer."""
+    """Rows for one model: chain and reverse-kernel s-gradient, srl-jax (seeded, and with the
+    peer's noise handed in) vs the JAX peer, timed in interleaved rounds."""
     gen = models()[model]
-    peer, mine = JaxPeer(gen, batch, K), SrlJax(gen, batch, K)
+    peer, mine, given = JaxPeer(gen, batch, K), SrlJax(gen, batch, K), SrlJaxNoiseGiven(gen, batch, K)
     rows = []
     for what, label in (("chain", f"K={K} chain"), ("reverse", "reverse s-gradient")):
         c_peer, c_mine = _first_call(peer, what), _first_call(mine, what)
+        getattr(given, what)()  # compiled by the call above (same shapes and options)
         if what == "reverse":
             check_equal(peer, mine, gen)
-        tp, tm = [], []
+            check_equal(peer, given, gen)
+        tp, tm, tg = [], [], []
         for _ in range(rounds):  # interleaved; each one's least-disturbed round
             tp.append(_median(getattr(peer, what), reps))
             tm.append(_median(getattr(mine, what), reps))
-        t_peer, t_mine = min(tp), min(tm)
+            tg.append(_median(getattr(given, what), reps))
+        t_peer, t_mine, t_given = min(tp), min(tm), min(tg)
         rows.append({"suite": "jax", "model": model, "batch": batch, "K": K, "op": label, "impl": "srl-jax",
                      "baseline": "JAX autodiff + jit", "srl_s": t_mine, "peer_s": t_peer, "ratio": t_mine / t_peer,
+                     "given_s": t_given, "ratio_given": t_given / t_peer,
                      "srl_compile_s": max(c_mine - t_mine, 0.0), "peer_compile_s": max(c_peer - t_peer, 0.0)})
         print(_row(rows[-1]), flush=True)
     return rows
@@ -248,16 +253,18 @@ def _fmt(t):
 
 def _row(r):
     return (f"jax | {r['model']} | n={r['batch']} | {r['op']} | srl-jax {_fmt(r['srl_s'])} | "
-            f"JAX jit {_fmt(r['peer_s'])} | ratio {r['ratio']:.2f} | compile srl {r['srl_compile_s']:.1f} s, "
+            f"noise given {_fmt(r['given_s'])} | JAX jit {_fmt(r['peer_s'])} | ratio {r['ratio']:.2f} / "
+            f"{r['ratio_given']:.2f} | compile srl {r['srl_compile_s']:.1f} s, "
             f"peer {r['peer_compile_s']:.1f} s")
 
 
 def markdown(rows):
-    out = ["| model | batch | operation | srl-jax (public API, compiled) | JAX autodiff + jit | ratio | "
-           "compile: srl / peer |", "|---|---|---|---|---|---|---|"]
+    out = ["| model | batch | operation | srl-jax (public API, compiled) | srl-jax, noise given | JAX autodiff + jit "
+           "| ratio | ratio, noise given | compile: srl / peer |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['model']} | {r['batch']} | {r['op']} | {_fmt(r['srl_s'])} | {_fmt(r['peer_s'])} | "
-                   f"**{r['ratio']:.2f}×** | {r['srl_compile_s']:.1f} s / {r['peer_compile_s']:.1f} s |")
+        out.append(f"| {r['model']} | {r['batch']} | {r['op']} | {_fmt(r['srl_s'])} | {_fmt(r['given_s'])} | "
+                   f"{_fmt(r['peer_s'])} | **{r['ratio']:.2f}×** | **{r['ratio_given']:.2f}×** | "
+                   f"{r['srl_compile_s']:.1f} s / {r['peer_compile_s']:.1f} s |")
     return "\n".join(out)
 
 

@@ -131,6 +131,27 @@ class Workload:
         return _param_grad()(xp, gen, self.params, self.x, zK, SIGMA)
 
 
+    def train_step_graphed(self, K, s=0.05):
+        """``train_step_inner`` with the chain and θ-gradient replayed from a recorded CUDA
+        graph (``srl.cuda_graphs``, PyTorch on CUDA; the first call records)."""
+        from srl.cuda_graphs import RECORDINGS
+        from srl.langevin import check_chain
+        from srl.random import chain_noise
+
+        gen, xp = self.gen, self.xp
+        steps = (float(s),) * len(gen.latent_dims)
+        z0, noise = chain_noise(0, self.batch, gen.latent_dims, K, xp=xp, dtype=self.x.dtype,
+                                device=self.srl._backend.device(self.x))
+        from srl.learning import batch_means, chain_and_gradient
+
+        def chain(p, x, z0, noise):
+            return chain_and_gradient(xp, gen, p, x, z0, noise, steps, SIGMA)
+
+        zK, energy, grads, residual = RECORDINGS.replay(chain, (self.params, self.x, z0, noise), key=(repr(self.gen.config), steps))
+        check_chain(xp, zK, step_size=steps, sigma=SIGMA, n_steps=K)
+        return batch_means(xp, energy, grads, residual)
+
+
 def _param_grad():
     from srl.learning import batch_value_and_param_grad
 
@@ -340,9 +361,13 @@ def suite_stepsize(devices, reps, rows, ks, paper_batch, paper_k, memory, hutchi
 
 
 def suite_train(devices, reps, rows):
-    """One training iteration (K=25 chain + θ-gradient), batch 100."""
-    for model in ("mlp", "conv"):
+    """One training iteration (K=25 chain + θ-gradient), batch 100; on CUDA also the paper
+    model, and each eager iteration against the same iteration replayed from a CUDA graph."""
+    for model in ("mlp", "conv", "paper"):
         for impl, device in impls(devices):
+            on_cuda = impl == "torch" and "cuda" in str(device or "")
+            if MODEL_FILTER is not None and model not in MODEL_FILTER or model == "paper" and not on_cuda:
+                continue
             w = Workload(model, impl, device, 100)
             base = TorchAutograd(model, baseline_device(impl, device), 100)
             t_srl, t_ag = compare(lambda: w.train_step(25), lambda: base.train_step(25), reps=max(1, reps // 2),
@@ -361,6 +386,14 @@ def suite_train(devices, reps, rows):
                          "baseline": "public srl.short_run", "srl_s": t_inner, "autograd_s": t_public,
                          "ratio": t_inner / t_public})
             print(_row(rows[-1]), flush=True)
+            if on_cuda:  # srl.cuda_graphs against the eager inner iteration, interleaved
+                t_graph, t_eager = compare(lambda: w.train_step_graphed(25), lambda: w.train_step_inner(25),
+                                           reps=max(1, reps // 2), sync_f=w.sync, sync_g=w.sync)
+                rows.append({"suite": "train", "model": model, "batch": 100, "K": 25,
+                             "op": "training iteration, CUDA graph", "impl": rows[-1]["impl"],
+                             "baseline": "the same, eager", "srl_s": t_graph, "autograd_s": t_eager,
+                             "ratio": t_graph / t_eager})
+                print(_row(rows[-1]), flush=True)
 
 
 def suite_peers(reps, rows, *, models_=("mlp", "mlp64", "conv"), batch=64, K=25, paper_batch=16, paper=True,

@@ -100,6 +100,8 @@ class TrainConfig:
                                  group="output")
     blas_threads: Optional[int] = option(1, "NumPy backend: BLAS threads (0 = the library default)",
                                          group="backend")
+    cuda_graphs: bool = option(False, "PyTorch on CUDA: replay each iteration's chain and θ-gradient as a recorded "
+                               "CUDA graph (srl.cuda_graphs)", group="backend", parse=bool)
 
     def validate(self):
         """Check every field; ``ValueError``/``TypeError`` naming the field and its option."""
@@ -142,6 +144,10 @@ class TrainConfig:
         for name in ("lr", "step_lr"):
             _check_real(name, getattr(self, name), lo=0.0)
         _check_real("beta1", self.beta1, lo=0.0, closed=True, hi=1.0)
+        if self.cuda_graphs and not (self.backend == "torch" and str(self.device or "").startswith("cuda")
+                                     and self.method == "shortrun"):
+            raise ValueError(f"{_named('cuda_graphs')} records PyTorch CUDA kernels of the short-run method: use it "
+                             f"with --backend torch --device cuda (and --method shortrun), or drop it")
         if self.tied and len(set(float(v) for v in values)) > 1:
             raise ValueError(f"{_named('tied')} shares one step size between the groups, but {_named('step_size')} "
                              f"gives {len(values)} different ones ({', '.join(map(str, values))}); give one value")

@@ -173,7 +173,8 @@ class _Softplus(Elementwise):
         out = []
         for k in range(k0, k0 + n):
             if k == 0:
-                out.append(xp.maximum(a, 0.0) + xp.log1p(xp.exp(-xp.abs(a))))
+                # max(a, 0) by clip: maximum(a, 0.0) would make a host array of the 0 (no CUDA graphs)
+                out.append(clip(xp, a, 0.0, math.inf) + xp.log1p(xp.exp(-xp.abs(a))))
             elif k == 1:
                 out.append(s)
             elif k == 2:

@@ -18,10 +18,11 @@ uninterrupted run exactly. The loop, the data order and the run directory are
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import NamedTuple, Optional
 
-from . import _backend, compiled
+from . import _backend, compiled, cuda_graphs
 from .distributed import SINGLE, keep_rows, local_chain_noise
 from .energy import _value_and_grad
 from .langevin import _short_run, check_chain, short_run
@@ -77,14 +78,29 @@ def init_state(cfg, gen, opt: Optimisers) -> TrainState:
     return TrainState(params, opt.theta.init(params), stepper, step_size, 0)
 
 
+def chain_and_gradient(xp, gen, params, x, z0, noise, step_size, sigma):
+    """The chain (eq. 2.1) from ``z0`` with ``noise`` (K tuples like z), then at ``z_K`` the
+    energies ``(n,)``, ``Σ_i ∇_θ E`` (dict like θ, eq. 3.1) and the residual ``g(z_K) − x``:
+    ``(z_K, energy, grads, residual)``. No host synchronisation (``srl.cuda_graphs`` records it)."""
+    zK, _ = _short_run(xp, gen, params, x, z0, noise, step_size, sigma)
+    energy, _, grads, residual = _value_and_grad(xp, gen, params, x, zK, sigma, want_params=True,
+                                                 want_residual=True)
+    return zK, energy, grads, residual
+
+
 def batch_value_and_param_grad(xp, gen, params, x, z, sigma):
     """Mean energy, mean ∇_θ E and the per-pixel MSE at fixed z (docs/math.md eq. 3.1)."""
     energy, _, grads, residual = _value_and_grad(xp, gen, params, x, z, sigma, want_params=True,
                                                  want_residual=True)
-    n = x.shape[0]
-    mean_grads = {k: g * (1.0 / n) for k, g in grads.items()}
-    mse = float(xp.mean(residual * residual))
-    return float(xp.mean(energy)), mean_grads, mse
+    return batch_means(xp, energy, grads, residual)
+
+
+def batch_means(xp, energy, grads, residual):
+    """``(mean energy, mean ∇_θ E, per-pixel MSE)`` from the per-example energies ``(n,)``,
+    ``Σ_i ∇_θ E`` and the residual ``(n, ...)``; the two floats are host reads."""
+    n = residual.shape[0]
+    return (float(xp.mean(energy)), {k: g * (1.0 / n) for k, g in grads.items()},
+            float(xp.mean(residual * residual)))
 
 
 def _shortrun_theta(xp, cfg, gen, params, x, step_size, it, workers):
@@ -103,14 +119,20 @@ def _shortrun_theta(xp, cfg, gen, params, x, step_size, it, workers):
     else:
         z0, noise = chain_noise(seed, n, gen.latent_dims, cfg.n_steps, xp=xp, dtype=x.dtype,
                                 device=_backend.device(x))
-    # the inner chain: the configuration, data and step sizes were validated once per run
-    zK, _ = _short_run(xp, gen, params, x, z0, noise, step_size, cfg.sigma)  # eq. (2.1)
+    # the inner chain (eq. 2.1) and ∇θ E at z_K: the configuration, data and step sizes were
+    # validated once per run; with cuda_graphs, replayed from a recording (srl.cuda_graphs)
+    if cfg.cuda_graphs:
+        def chain(p, xx, z, nz):
+            return chain_and_gradient(xp, gen, p, xx, z, nz, step_size, cfg.sigma)
+
+        key = (json.dumps(gen.config, sort_keys=True, default=str), tuple(float(v) for v in step_size), cfg.sigma)
+        zK, energy, grads, residual = cuda_graphs.RECORDINGS.replay(chain, (params, x, z0, noise), key=key)
+    else:
+        zK, energy, grads, residual = chain_and_gradient(xp, gen, params, x, z0, noise, step_size, cfg.sigma)
     check_chain(xp, zK, step_size=step_size, sigma=cfg.sigma, n_steps=cfg.n_steps)
     if not workers.distributed:
-        energy, grads, mse = batch_value_and_param_grad(xp, gen, params, x, zK, cfg.sigma)
+        energy, grads, mse = batch_means(xp, energy, grads, residual)
         return grads, {"energy": energy, "mse": mse}
-    energy, _, grads, residual = _value_and_grad(xp, gen, params, x, zK, cfg.sigma, want_params=True,
-                                                 want_residual=True)
     grads = workers.sum_dict(grads)  # Σ over the global batch of ∇θ E (eq. 3.1)
     e_sum, sq_sum = workers.sum_host([float(xp.sum(energy)), float(xp.sum(residual * residual))])
     return {k: g * (1.0 / n) for k, g in grads.items()}, {"energy": e_sum / n, "mse": sq_sum / (n * gen.D)}

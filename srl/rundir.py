@@ -53,8 +53,9 @@ RUN_FILES = ("checkpoint.npz", "config.json", "metrics.jsonl")
 RESULT_FILES = ("training.png", "samples.png", "reconstructions.png", "summary.json")
 #: where a run that replaces another one writes until its first checkpoint
 STAGING = ".srl-new"
-#: fields that may differ on resume: they do not change the trajectory (epochs: see ``_check_resume``)
-RESUME_FREE = ("out", "epochs", "checkpoint_every", "eval_n_bound", "eval_iw_chains")
+#: fields that may differ on resume: they do not change the trajectory (epochs: see ``_check_resume``;
+#: cuda_graphs replays the eager kernels, tests/test_gpu.py::test_cuda_graph_training_replays_the_eager_kernels)
+RESUME_FREE = ("out", "epochs", "checkpoint_every", "eval_n_bound", "eval_iw_chains", "cuda_graphs")
 #: the checkpoint metadata a run needs
 REQUIRED_META = ("config", "generator", "iteration", "step_size", "history")
 

@@ -62,6 +62,8 @@ CASES = [
     (["train", "--step-size", "-0.1"], "--step-size"),
     (["train", "--step-size", "x"], "--step-size"),
     (["train", "--step-size", "0.1,0.2", "--tied"], "--tied"),
+    (["train", "--cuda-graphs"], "--cuda-graphs"),
+    (["train", "--backend", "torch", "--cuda-graphs"], "--device cuda"),
     (["train", "--epochs", "0"], "--epochs"),
     (["train", "--batch-size", "0"], "--batch-size"),
     (["train", "--batch-size", "5000"], "--batch-size"),

@@ -69,7 +69,11 @@ def test_training_equals_numpy_training(backend, numpy_run, tmp_path):
     b = require(backend)
     with _scoped(b):
         res = train(_config(tmp_path, b), progress=False, evaluate_at_end=False)
-    ref = numpy_run
+    _assert_same_run(res, numpy_run)
+
+
+def _assert_same_run(res, ref):
+    """Parameters, step sizes, energies and MSEs equal to 1e-9 relative (see the test above)."""
     assert res.history[-1]["iteration"] == ref.history[-1]["iteration"] == 8
     np.testing.assert_allclose(res.step_size, ref.step_size, rtol=1e-9)
     for k in ref.params:
@@ -84,3 +88,38 @@ def test_float32_training_on_the_gpu_lowers_the_loss(gpu_backend, tmp_path):
     res = train(_config(tmp_path, gpu_backend, dtype="float32", epochs=6), progress=False, evaluate_at_end=False)
     energy = [h["energy"] for h in res.history]
     assert np.mean(energy[-4:]) < 0.8 * np.mean(energy[:4])  # the first vs the last epoch
+
+
+# --- srl.cuda_graphs: the iteration's chain and θ-gradient replayed from a recorded CUDA graph
+
+@pytest.mark.gpu
+def test_cuda_graph_training_equals_numpy_training(numpy_run, tmp_path):
+    """The float64 run above with ``cuda_graphs=True``: the chains of iterations 1, 2-3, 4-5,
+    6-7 and 8 run with five different s, so the loop records five times and replays three
+    times; the tolerance is the test's above."""
+    from srl import cuda_graphs
+
+    b = require(Backend.TORCH_CUDA)
+    before = cuda_graphs.RECORDINGS.recorded
+    with _scoped(b):
+        res = train(_config(tmp_path, b, cuda_graphs=True), progress=False, evaluate_at_end=False)
+    assert cuda_graphs.RECORDINGS.recorded - before == 5
+    _assert_same_run(res, numpy_run)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["mlp", "conv"])
+def test_cuda_graph_training_replays_the_eager_kernels(model, tmp_path):
+    """float32 on the GPU: a replay runs the kernels the eager code launches, in the same
+    order, on the same inputs, so the run is the eager run bit for bit."""
+    b = require(Backend.TORCH_CUDA)
+    kw = dict(dtype="float32") if model == "mlp" else dict(dtype="float32", model="conv", hidden=None, channels=8)
+    with _scoped(b):
+        eager = train(_config(tmp_path / "eager", b, **kw), progress=False, evaluate_at_end=False)
+        graphed = train(_config(tmp_path / "graphs", b, cuda_graphs=True, **kw), progress=False,
+                        evaluate_at_end=False)
+    assert graphed.step_size == eager.step_size
+    for key in ("energy", "mse"):
+        assert [h[key] for h in graphed.history] == [h[key] for h in eager.history], key
+    for k in eager.params:
+        np.testing.assert_array_equal(to_np(graphed.params[k]), to_np(eager.params[k]), err_msg=k)
