@@ -4,6 +4,8 @@
         --variant default --variant fixed:step_method=fixed --seeds 0,1,2
     python scripts/long_training.py --out RUNS --plot docs/figures/long_training.png
     python scripts/long_training.py --out RUNS --rescore 10000   # Fréchet of 10 000 samples, twice
+    python scripts/long_training.py --out RUNS --rescore 10000 --codes 1000   # ... z from the codes' Gaussian
+    python scripts/long_training.py --out FIG.png --plot-codes "TITLE=RUN,RUN" ...   # both, by epoch
 
 Each variant is ``NAME`` (the ``srl train`` defaults) or ``NAME:key=value,key=value``
 (``TrainConfig`` fields; numbers are parsed). Every run trains in chunks of ``--every``
@@ -80,12 +82,14 @@ def evaluate_chunk(run_dir: Path, ds, n_test):
             "stability_q90": stab}
 
 
-def frechet(gen, gen_p, cfg, ds, *, seed, n_samples):
+def frechet(gen, gen_p, cfg, ds, *, seed, n_samples, codes=None):
     """The dataset's Fréchet distance (digits or Fashion-MNIST classifier features) of
-    ``n_samples`` samples drawn with ``seed``, against the test images."""
+    ``n_samples`` samples drawn with ``seed`` (from the prior, or from ``codes``, the
+    codes' Gaussian of docs/math.md eq. 3.3), against the test images."""
     from srl.evaluate import _synthesis_metrics
 
-    syn = _synthesis_metrics(gen, gen_p, seed=seed, n_samples=n_samples, x_reference=ds.test, dataset=cfg.data)
+    syn = _synthesis_metrics(gen, gen_p, seed=seed, n_samples=n_samples, x_reference=ds.test, dataset=cfg.data,
+                             codes=codes)
     return syn.get("frechet_digits", syn.get("frechet_fashion"))
 
 
@@ -197,6 +201,39 @@ def plot(out_root: Path, path: Path):
     print(f"wrote {path}")
 
 
+def plot_codes(panels, path: Path, *, n_samples=10000, codes=1000):
+    """Fréchet distance by epoch, prior samples (dashed) against samples from the codes'
+    Gaussian (solid), from the ``--rescore N [--codes M]`` files; ``panels``: one
+    ``(title, [run directories])`` per panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def curve(path):
+        rows = [json.loads(l) for l in path.read_text().splitlines()]
+        epochs = sorted({r["epoch"] for r in rows})
+        return epochs, [np.mean([r["frechet"] for r in rows if r["epoch"] == e]) for e in epochs]
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], panels):
+        for i, run in enumerate(runs):
+            for name, ls, label in ((f"frechet-{n_samples}.jsonl", "--", "z ~ N(0, I)"),
+                                    (f"frechet-codes{codes}-{n_samples}.jsonl", "-", "z from the codes' Gaussian")):
+                if (run / name).exists():
+                    ep, fd = curve(run / name)
+                    ax.plot(ep, fd, color=f"C{i}", ls=ls, lw=1.3, label=f"{run.name}, {label}" if i == 0 else None)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"Fréchet distance ({n_samples} samples)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
 def table(out_root: Path) -> str:
     """Markdown: for every run under ``out_root``, the best and the final held-out MSE and
     Fréchet distance (with their epochs), the final step sizes, λ_max and stability index."""
@@ -217,17 +254,23 @@ def table(out_root: Path) -> str:
     return "\n".join(lines)
 
 
-def rescore(out_root: Path, n_samples: int, sample_seeds=(100, 101)) -> str:
+def rescore(out_root: Path, n_samples: int, sample_seeds=(100, 101), *, codes: int = 0, runs=None) -> str:
     """The Fréchet distance of ``n_samples`` samples at every snapshot of every run under
-    ``out_root``, once per sample seed (independent draws), in ``RUN/frechet-N.jsonl``
-    (finished snapshots are skipped); returns a Markdown table of each run's curve (mean of
-    the draws), its best and final values, and the largest difference between the draws."""
+    ``out_root`` (or those named in ``runs``), once per sample seed (independent draws), in
+    ``RUN/frechet-N.jsonl`` (finished snapshots are skipped); returns a Markdown table of
+    each run's curve (mean of the draws), its best and final values, and the largest
+    difference between the draws. ``codes``: the samples' z come from the Gaussian fitted to
+    the codes of that many training images at each snapshot (``RUN/frechet-codesM-N.jsonl``)."""
+    from srl.evaluate import fit_codes
     from srl.train import load_data, load_run, split_run_params
 
-    lines = [f"| run | Fréchet ({n_samples} samples, mean of {len(sample_seeds)} draws) by epoch | best (epoch) | "
-             "final | largest difference between draws |", "|---|---|---|---|---|"]
+    source = f"z from the codes' Gaussian of {codes} training images" if codes else "z ~ N(0, I)"
+    lines = [f"| run | Fréchet ({n_samples} samples, {source}, mean of {len(sample_seeds)} draws) by epoch | "
+             "best (epoch) | final | largest difference between draws |", "|---|---|---|---|---|"]
     for run in sorted(p.parent for p in out_root.glob("*/curve.jsonl")):
-        path = run / f"frechet-{n_samples}.jsonl"
+        if runs is not None and run.name not in runs:
+            continue
+        path = run / (f"frechet-codes{codes}-{n_samples}.jsonl" if codes else f"frechet-{n_samples}.jsonl")
         rows = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
         ds = None
         for snap in sorted(run.glob("checkpoint-e*.npz")):
@@ -235,12 +278,14 @@ def rescore(out_root: Path, n_samples: int, sample_seeds=(100, 101)) -> str:
             todo = [ss for ss in sample_seeds if not any(r["epoch"] == epoch and r["sample_seed"] == ss for r in rows)]
             if not todo:
                 continue
-            gen, params, _, cfg = load_run(snap)
+            gen, params, s, cfg = load_run(snap)
             ds = ds or load_data(cfg)
             gen_p, _, _ = split_run_params(cfg, gen, params)
+            fitted = None if not codes else fit_codes(gen, gen_p, ds.train[:codes], step_size=s, n_steps=cfg.n_steps,
+                                                      sigma=cfg.sigma, seed=[cfg.seed, 7])
             for ss in todo:
                 rec = {"epoch": epoch, "sample_seed": ss,
-                       "frechet": frechet(gen, gen_p, cfg, ds, seed=ss, n_samples=n_samples)}
+                       "frechet": frechet(gen, gen_p, cfg, ds, seed=ss, n_samples=n_samples, codes=fitted)}
                 rows.append(rec)
                 with open(path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
@@ -273,10 +318,20 @@ def main(argv=None):
     p.add_argument("--s-grid", nargs="*", default=None, help="snapshots (checkpoint-eNNNN.npz) to scan over s")
     p.add_argument("--rescore", type=int, default=None, metavar="N",
                    help="re-evaluate the Fréchet distance of every snapshot with N samples, two independent draws")
+    p.add_argument("--codes", type=int, default=0, metavar="M",
+                   help="with --rescore: z from the Gaussian of the codes of M training images (docs/math.md eq. 3.3)")
+    p.add_argument("--runs", default=None, help="with --rescore: only these run directories (comma-separated)")
+    p.add_argument("--plot-codes", nargs="+", default=None, metavar="TITLE=RUN,RUN,...",
+                   help="write the Fréchet curves of prior and codes' samples to --out (a PNG path), one panel "
+                        "per argument")
     a = p.parse_args(argv)
     out_root = Path(a.out)
+    if a.plot_codes:
+        panels = [(t, [Path(r) for r in runs.split(",")]) for t, runs in (arg.split("=", 1) for arg in a.plot_codes)]
+        plot_codes(panels, out_root)
+        return 0
     if a.rescore:
-        print(rescore(out_root, a.rescore))
+        print(rescore(out_root, a.rescore, codes=a.codes, runs=a.runs.split(",") if a.runs else None))
         return 0
     if a.table:
         print(table(out_root))

@@ -157,6 +157,11 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
                      f"{fix['frechet_digits']:.2f}")
         rows.append(f"| digits Fréchet distance ({opt['n_samples']} samples; real digits score "
                     f"{ctx['real_fd_mean']:.2f} ± {ctx['real_fd_std']:.2f}) ↓ | {a} | {b} |")
+    if "frechet_digits_codes" in opt and "frechet_digits_codes" in fix:
+        a, b = _best(opt["frechet_digits_codes"], fix["frechet_digits_codes"], f"{opt['frechet_digits_codes']:.2f}",
+                     f"{fix['frechet_digits_codes']:.2f}")
+        rows.append(f"| the same, z from the Gaussian of the codes of {opt['n_codes']} training digits "
+                    f"(docs/math.md eq. 3.3; `srl sample RUN --from codes`) ↓ | {a} | {b} |")
     a, b = _best(opt["neg_elbo_jacobian_nats"], fix["neg_elbo_jacobian_nats"], f"{opt['neg_elbo_jacobian_nats']:.1f}",
                  f"{fix['neg_elbo_jacobian_nats']:.1f}")
     rows.append(f"| −ELBO J_jac (eq. 4.1) [nats] ↓ | {a} | {b} |")

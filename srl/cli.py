@@ -85,6 +85,16 @@ def _positive_int(text):
     return value
 
 
+def _nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
 def _seed(text):
     try:
         value = int(text)
@@ -133,9 +143,14 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     p = sub.add_parser("sample", parents=[_debug_option()],
-                       help="write a PNG grid of samples g(z), z ~ N(0, I)")
+                       help="write a PNG grid of samples g(z), z ~ N(0, I) or from the codes' Gaussian")
     _run_dir_arg(p)
     p.add_argument("-n", "--n", type=_positive_int, default=64)
+    p.add_argument("--from", dest="source", default="prior", choices=["prior", "codes"],
+                   help="z from the prior N(0, I) (the paper's), or from the Gaussian fitted to the short-run codes of "
+                        "training images (docs/math.md eq. 3.3)")
+    p.add_argument("--n-codes", type=_positive_int, default=1000,
+                   help="with --from codes: training images whose codes the Gaussian is fitted to")
     p.add_argument("-o", "--output", default=None, help="PNG path (default RUN/samples.png)")
     p = sub.add_parser("reconstruct", parents=[_debug_option()],
                        help="reconstruct held-out data by short-run inference")
@@ -150,6 +165,9 @@ def build_parser():
     p.add_argument("--fid-weights", default=None,
                    help="Inception weights file for FID on non-digit images (pt_inception-2015-12-05-6726825d.pth; "
                         "also found via $SRL_FID_WEIGHTS or the torch hub cache; never downloaded)")
+    p.add_argument("--n-codes", type=_nonnegative_int, default=1000,
+                   help="also the Fréchet distance of samples from the Gaussian fitted to the codes of this many "
+                        "training images (docs/math.md eq. 3.3); 0: not")
     p.add_argument("--json", action="store_true", help="print JSON only")
     _add_workers(p)
     p = sub.add_parser("check", parents=[_debug_option()],
@@ -264,13 +282,29 @@ def _test_data(cfg, gen):
     return load_data(cfg, shape=gen.out_shape).test
 
 
+def _training_images(cfg, gen, n):
+    """The first ``n`` training images of the run's data (those the codes' Gaussian is fitted to)."""
+    from .train import load_data
+
+    return load_data(cfg, shape=gen.out_shape).train[:n]
+
+
 def _cmd_sample(a):
     from . import viz
-    from .evaluate import sample
+    from .evaluate import fit_codes, fit_vae_codes, sample
 
-    gen, gen_p, _, _, _, _ = _load(a)
-    out = viz.save_grid(_output(a, "samples.png"), sample(gen, gen_p, a.n, seed=a.seed),
-                        title="samples g(z), z ~ N(0, I)")
+    gen, gen_p, enc, enc_p, s, cfg = _load(a)
+    out = viz.output_path(_output(a, "samples.png"))  # checked before the work
+    codes, title = None, "samples g(z), z ~ N(0, I)"
+    if a.source == "codes":
+        x_codes = _training_images(cfg, gen, a.n_codes)
+        if enc is None:
+            codes = fit_codes(gen, gen_p, x_codes, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma,
+                              seed=[a.seed, 7])
+        else:
+            codes = fit_vae_codes(gen, enc, gen_p, enc_p, x_codes, seed=[a.seed, 7])
+        title = f"samples g(z), z from the Gaussian of {codes.n} training codes"
+    out = viz.save_grid(out, sample(gen, gen_p, a.n, seed=a.seed, codes=codes), title=title)
     print(f"wrote {out}")
     return 0
 
@@ -309,11 +343,13 @@ def _cmd_eval(a):
         if enc is not None:  # the VAE's evaluation is not split: worker 0 does it alone
             metrics = {} if not workers.is_main else evaluate_vae(
                 gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound, iw_chains=a.iw_chains,
-                fid_weights=a.fid_weights, dataset=cfg.data)
+                fid_weights=a.fid_weights, dataset=cfg.data,
+                x_codes=_training_images(cfg, gen, a.n_codes) if a.n_codes else None)
         else:
             metrics = evaluate(gen, gen_p, test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
                                n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights, dataset=cfg.data,
-                               workers=workers)
+                               workers=workers,
+                               x_codes=_training_images(cfg, gen, a.n_codes) if a.n_codes else None)
     finally:
         workers.close()
     if not workers.is_main:

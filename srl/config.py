@@ -98,6 +98,8 @@ class TrainConfig:
     eval_n_bound: int = option(100, "test examples used for the bounds of the final evaluation", group="output")
     eval_iw_chains: int = option(8, "chains M of the importance-weighted bound of the final evaluation",
                                  group="output")
+    eval_n_codes: int = option(1000, "training images whose codes' Gaussian the final evaluation also samples from "
+                               "(docs/math.md eq. 3.3; 0: not)", group="output")
     blas_threads: Optional[int] = option(1, "NumPy backend: BLAS threads (0 = the library default)",
                                          group="backend")
     cuda_graphs: bool = option(False, "PyTorch on CUDA: replay each iteration's chain and θ-gradient as a recorded "
@@ -118,6 +120,7 @@ class TrainConfig:
         _check_int("n_steps", self.n_steps, minimum=0)
         _check_int("step_iterations", self.step_iterations, minimum=0)
         _check_int("pad", self.pad, minimum=0)
+        _check_int("eval_n_codes", self.eval_n_codes, minimum=0)
         _check_int("seed", self.seed, minimum=0)
         for name, minimum in (("limit", 1), ("hidden", 1), ("channels", 1), ("blas_threads", 0)):
             if getattr(self, name) is not None:

@@ -15,10 +15,11 @@ import math
 
 import numpy as np
 
-from . import _backend
+from . import _backend, code_gaussian
 from .distributed import SINGLE, local_chain_noise
 from .langevin import short_run
 from .objectives import objective_values
+from .random import host_rng
 
 
 def _batches(n, size):
@@ -67,26 +68,72 @@ def _shard_noise(workers, gen, like, seed, n, rows, n_steps, n_chains=1) -> dict
     return {"z0": z0, "noise": noise}
 
 
-def sample(gen, params, n: int, *, seed=0):
-    """Images ``g(z)`` for ``z ~ N(0, I)`` (the mean of p(x|z), without pixel noise)."""
+def sample(gen, params, n: int, *, seed=0, codes=None):
+    """Images ``g(z)`` (the mean of p(x|z), without pixel noise) for ``z ~ N(0, I)``, or,
+    with ``codes`` (``srl.code_gaussian.CodeGaussian``, from ``fit_codes``), for z from the
+    Gaussian fitted to the chains' codes (docs/math.md eq. 3.3)."""
     n = _positive_int("n", n)
     p0 = next(iter(params.values()))
     xp = _backend.array_namespace(p0)
     dt = _backend.dtype_name(xp, p0.dtype)
     dev = _backend.device(p0)
-    z = gen.prior(n, seed=seed, backend=_backend.backend_name(xp), dtype=dt, device=dev)
+    if codes is None:
+        z = gen.prior(n, seed=seed, backend=_backend.backend_name(xp), dtype=dt, device=dev)
+    else:
+        eps = host_rng(seed).standard_normal((n, gen.d))  # (n, d), float64 on the host
+        z = code_gaussian.latents(codes, eps, gen.latent_dims, xp=xp, dtype=p0.dtype, device=dev)
     return gen.forward(params, z)
+
+
+def fit_codes(gen, params, x_host, *, step_size, n_steps, sigma, seed=0, batch_size=100):
+    """The Gaussian of the codes ``z_K`` of one short-run chain per image of ``x_host``
+    (host array ``(N, *out_shape)``, training images), in batches: docs/math.md eq. (3.3)."""
+    def codes(x, a):
+        return reconstruct(gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=[seed, a])[1]
+
+    return _fit_in_batches(gen, params, x_host, codes, batch_size)
+
+
+def fit_vae_codes(gen, enc, params, enc_params, x_host, *, seed=0, batch_size=100):
+    """The VAE's counterpart of ``fit_codes``: one posterior sample
+    ``z = μ_φ(x) + exp(λ_φ(x)/2) ⊙ ε`` (eq. 8.1) per image, ε drawn from ``seed``."""
+    from .random import standard_normal_groups
+
+    p0 = next(iter(params.values()))
+    xp = _backend.array_namespace(p0)
+
+    def codes(x, a):
+        mu, lv, _ = enc.forward(xp, enc_params, x)
+        eps = standard_normal_groups(host_rng([seed, a]), x.shape[0], gen.latent_dims, xp=xp, dtype=p0.dtype,
+                                     device=_backend.device(p0))
+        return tuple(m + xp.exp(0.5 * v) * e for m, v, e in zip(mu, lv, eps))
+
+    return _fit_in_batches(gen, params, x_host, codes, batch_size)
+
+
+def _fit_in_batches(gen, params, x_host, codes, batch_size):
+    x_host = np.asarray(x_host, dtype=np.float64)
+    if x_host.ndim < 1 or x_host.shape[0] < 2:
+        raise ValueError(f"fitting the codes' Gaussian needs at least 2 images, got {x_host.shape[:1]}")
+    p0 = next(iter(params.values()))
+    parts = []
+    for a, b in _batches(x_host.shape[0], _positive_int("batch_size", batch_size)):
+        parts.append([_backend.to_numpy(z) for z in codes(to_backend(x_host[a:b], p0), a)])
+    return code_gaussian.fit(tuple(np.concatenate([p[l] for p in parts]) for l in range(len(gen.latent_dims))))
 
 
 def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_size=100, n_bound=None,
              iw_chains=8, frechet=True, n_samples=1000, fid_weights=None, workers=SINGLE,
-             dataset=None) -> dict:
+             dataset=None, x_codes=None) -> dict:
     """Held-out metrics (see the module docstring for units).
 
     ``x_test``: host array ``(N, *out_shape)``. ``n_bound`` limits how many test examples
     the (more expensive) bounds use; ``iw_chains`` is M of the importance-weighted bound;
     ``frechet``: the digits Fréchet distance of ``n_samples`` samples (8×8 data), or the
     FID against the test images when Inception weights are available (``fid_weights``).
+    ``x_codes`` (host array of training images, optional): the Fréchet distance is also
+    reported for samples from the Gaussian fitted to these images' codes (``*_codes``,
+    docs/math.md eq. 3.3).
 
     ``workers`` (``srl.distributed.Workers``): each batch is split across the workers, every
     worker drawing the noise of the whole batch and keeping its rows, and the sums are
@@ -136,7 +183,19 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
     if frechet and workers.is_main:
         out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
                                       fid_weights=fid_weights, dataset=dataset))
+        if x_codes is not None and len(x_codes):
+            codes = fit_codes(gen, params, x_codes, step_size=step_size, n_steps=n_steps, sigma=sigma,
+                              seed=[seed, 7], batch_size=batch_size)
+            out.update(_codes_metrics(gen, params, codes, seed=seed, n_samples=n_samples, x_reference=x_test,
+                                      fid_weights=fid_weights, dataset=dataset))
     return out
+
+
+def _codes_metrics(gen, params, codes, **synthesis) -> dict:
+    """The synthesis metrics of samples from the codes' Gaussian, named ``*_codes``."""
+    syn = _synthesis_metrics(gen, params, codes=codes, **synthesis)
+    return {**{f"{k}_codes": syn[k] for k in ("frechet_digits", "frechet_fashion", "fid") if k in syn},
+            "n_codes": codes.n}
 
 
 def _reconstruction_mse(gen, like, x_test, decode, batch_size, workers=SINGLE) -> dict:
@@ -155,8 +214,10 @@ def _reconstruction_mse(gen, like, x_test, decode, batch_size, workers=SINGLE) -
     return {"mse_per_pixel": sq / (x_test.shape[0] * gen.D), "n_test": int(x_test.shape[0])}
 
 
-def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_weights=None, dataset=None) -> dict:
-    """Synthesis metrics of ``n_samples`` samples g(z), z ~ N(0, I).
+def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_weights=None, dataset=None,
+                       codes=None) -> dict:
+    """Synthesis metrics of ``n_samples`` samples g(z), z ~ N(0, I) (or, with ``codes``, z
+    from the codes' Gaussian, eq. 3.3).
 
     8×8 digits: the digits Fréchet distance (``srl.frechet``). ``dataset="fashion-mnist"``
     (28×28 or padded 32×32 gray images, or those repeated to RGB for ``paper()``, which are
@@ -167,7 +228,7 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
     found locally (``srl.inception.find_weights``: ``fid_weights``, ``$SRL_FID_WEIGHTS`` or
     the torch hub cache; never downloaded) — otherwise no FID is reported.
     """
-    xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4]))
+    xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4], codes=codes))
     if tuple(gen.out_shape) == (1, 8, 8):
         from .frechet import digits_frechet
 
@@ -202,11 +263,13 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
 
 def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_size=100, n_bound=None,
                  iw_chains=8, elbo_samples=4, frechet=True, n_samples=1000, fid_weights=None,
-                 dataset=None) -> dict:
+                 dataset=None, x_codes=None) -> dict:
     """The VAE's held-out metrics in the same units as ``evaluate``: MSE of ``g(μ(x))``,
-    −ELBO (mean of ``elbo_samples`` reparameterised draws) and the IWAE bound."""
+    −ELBO (mean of ``elbo_samples`` reparameterised draws) and the IWAE bound; with
+    ``x_codes``, also the synthesis metrics of samples from the Gaussian of the encoder's
+    posterior samples on those images (``fit_vae_codes``)."""
     from . import vae
-    from .random import host_rng, standard_normal_groups
+    from .random import standard_normal_groups
 
     p0 = next(iter(params.values()))
     xp = _backend.array_namespace(p0)
@@ -236,6 +299,10 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
     out["n_bound"] = nb
     if frechet:
         out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
+                                      fid_weights=fid_weights, dataset=dataset))
+        if x_codes is not None and len(x_codes):
+            codes = fit_vae_codes(gen, enc, params, enc_params, x_codes, seed=[seed, 7], batch_size=batch_size)
+            out.update(_codes_metrics(gen, params, codes, seed=seed, n_samples=n_samples, x_reference=x_test,
                                       fid_weights=fid_weights, dataset=dataset))
     return out
 

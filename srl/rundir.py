@@ -55,7 +55,7 @@ RESULT_FILES = ("training.png", "samples.png", "reconstructions.png", "summary.j
 STAGING = ".srl-new"
 #: fields that may differ on resume: they do not change the trajectory (epochs: see ``_check_resume``;
 #: cuda_graphs replays the eager kernels, tests/test_gpu.py::test_cuda_graph_training_replays_the_eager_kernels)
-RESUME_FREE = ("out", "epochs", "checkpoint_every", "eval_n_bound", "eval_iw_chains", "cuda_graphs")
+RESUME_FREE = ("out", "epochs", "checkpoint_every", "eval_n_bound", "eval_iw_chains", "eval_n_codes", "cuda_graphs")
 #: the checkpoint metadata a run needs
 REQUIRED_META = ("config", "generator", "iteration", "step_size", "history")
 
@@ -285,7 +285,7 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, 
     if cfg.method != "vae":
         metrics = evaluate(gen, gen_p, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
                            seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data,
-                           workers=workers)
+                           workers=workers, x_codes=ds.train[:cfg.eval_n_codes] if cfg.eval_n_codes else None)
     if not workers.is_main:
         return {}
     p0 = gen_p[next(iter(gen_p))]
@@ -299,7 +299,8 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, 
         x_hat = vae_reconstruct(xp, gen, Encoder(gen), gen_p, enc_p, x)
         title = "held-out data (odd rows) and VAE reconstructions g(μ(x))"
         metrics = evaluate_vae(gen, Encoder(gen), gen_p, enc_p, ds.test, sigma=cfg.sigma, seed=cfg.seed,
-                               n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data)
+                               n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data,
+                               x_codes=ds.train[:cfg.eval_n_codes] if cfg.eval_n_codes else None)
     else:
         x_hat, _ = reconstruct(gen, gen_p, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
                                seed=[cfg.seed, 6])

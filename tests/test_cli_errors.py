@@ -63,6 +63,7 @@ CASES = [
     (["train", "--step-size", "x"], "--step-size"),
     (["train", "--step-size", "0.1,0.2", "--tied"], "--tied"),
     (["train", "--cuda-graphs"], "--cuda-graphs"),
+    (["train", "--eval-n-codes", "-1"], "--eval-n-codes"),
     (["train", "--backend", "torch", "--cuda-graphs"], "--device cuda"),
     (["train", "--epochs", "0"], "--epochs"),
     (["train", "--batch-size", "0"], "--batch-size"),
@@ -87,6 +88,8 @@ CASES = [
     (["sample", "{run}", "--seed", "-2"], "--seed"),
     (["sample", "{d}/noconfig"], "'config'"),
     (["sample", "{d}/nowhere"], "{d}/nowhere"),
+    (["sample", "{run}", "--from", "posterior"], "--from"),
+    (["sample", "{run}", "--from", "codes", "--n-codes", "0"], "--n-codes"),
     (["reconstruct", "{run}", "-n", "0"], "-n"),
     (["reconstruct", "{run}", "-n", "-1"], "-n"),
     (["reconstruct", "{run}", "-o", "{d}/regular/r.png"], "{d}/regular/r.png"),
@@ -95,6 +98,7 @@ CASES = [
     (["eval", "{run}", "--iw-chains", "0"], "--iw-chains"),
     (["eval", "{run}", "--backend", "nonsense"], "nonsense"),
     (["eval", "{d}/noconfig"], "'config'"),
+    (["eval", "{run}", "--n-codes", "-1"], "--n-codes"),
 ]
 
 
@@ -138,6 +142,22 @@ def test_sample_prints_the_path_it_wrote(run_dir, tmp_path, capsys):
     assert main(["sample", str(run_dir), "-n", "4", "-o", str(tmp_path / "name")]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'name.png'}"
     assert (tmp_path / "name.png").exists() and not (tmp_path / "name").exists()
+
+
+def test_samples_from_the_codes_gaussian(run_dir, tmp_path, capsys):
+    """``--from codes`` draws other latents than the prior; ``srl eval`` reports the Fréchet
+    distance of both."""
+    Image = pytest.importorskip("PIL.Image")
+    assert main(["sample", str(run_dir), "-n", "4", "-o", str(tmp_path / "codes.png"), "--from", "codes",
+                 "--n-codes", "40"]) == 0
+    assert main(["sample", str(run_dir), "-n", "4", "-o", str(tmp_path / "prior.png")]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / f)) for f in ("codes.png", "prior.png"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--n-bound", "3", "--iw-chains", "2", "--n-codes", "40", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n_codes"] == 40 and np.isfinite(metrics["frechet_digits_codes"])
+    assert metrics["frechet_digits_codes"] != metrics["frechet_digits"]
 
 
 def test_eval_json_output_is_unaffected_by_validation(run_dir, capsys):

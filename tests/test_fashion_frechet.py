@@ -91,7 +91,7 @@ def test_paper_model_rgb_samples_are_compared_in_gray(monkeypatch):
     gray = np.pad(blobs(300, 6), ((0, 0), (0, 0), (2, 2), (2, 2)), constant_values=-1.0)
     ref = np.pad(blobs(300, 7), ((0, 0), (0, 0), (2, 2), (2, 2)), constant_values=-1.0)
     rgb = np.repeat(gray, 3, axis=1)
-    monkeypatch.setattr(evaluate, "sample", lambda gen, params, n, seed: rgb[:n])
+    monkeypatch.setattr(evaluate, "sample", lambda gen, params, n, seed, codes=None: rgb[:n])
     got = evaluate._synthesis_metrics(models.paper(), None, seed=0, n_samples=300,
                                       x_reference=np.repeat(ref, 3, axis=1), dataset="fashion-mnist")
     want = ff.fashion_frechet(gray, ref)
