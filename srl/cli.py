@@ -85,14 +85,18 @@ def _positive_int(text):
     return value
 
 
-def _nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return value
+def _n_codes(*, off: bool):
+    """``--n-codes``: at least 2 training images (a covariance needs two codes), or 0 with ``off``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 2 and not (off and value == 0):
+            raise argparse.ArgumentTypeError(f"must be {'0 (off) or ' if off else ''}an integer >= 2 (a covariance "
+                                             f"needs two codes), got {text!r}")
+        return value
+    return parse
 
 
 def _seed(text):
@@ -149,7 +153,7 @@ def build_parser():
     p.add_argument("--from", dest="source", default="prior", choices=["prior", "codes"],
                    help="z from the prior N(0, I) (the paper's), or from the Gaussian fitted to the short-run codes of "
                         "training images (docs/math.md eq. 3.3)")
-    p.add_argument("--n-codes", type=_positive_int, default=1000,
+    p.add_argument("--n-codes", type=_n_codes(off=False), default=1000,
                    help="with --from codes: training images whose codes the Gaussian is fitted to")
     p.add_argument("-o", "--output", default=None, help="PNG path (default RUN/samples.png)")
     p = sub.add_parser("reconstruct", parents=[_debug_option()],
@@ -165,7 +169,7 @@ def build_parser():
     p.add_argument("--fid-weights", default=None,
                    help="Inception weights file for FID on non-digit images (pt_inception-2015-12-05-6726825d.pth; "
                         "also found via $SRL_FID_WEIGHTS or the torch hub cache; never downloaded)")
-    p.add_argument("--n-codes", type=_nonnegative_int, default=1000,
+    p.add_argument("--n-codes", type=_n_codes(off=True), default=1000,
                    help="also the Fréchet distance of samples from the Gaussian fitted to the codes of this many "
                         "training images (docs/math.md eq. 3.3); 0: not")
     p.add_argument("--json", action="store_true", help="print JSON only")

@@ -121,6 +121,9 @@ class TrainConfig:
         _check_int("step_iterations", self.step_iterations, minimum=0)
         _check_int("pad", self.pad, minimum=0)
         _check_int("eval_n_codes", self.eval_n_codes, minimum=0)
+        if self.eval_n_codes == 1:
+            raise ValueError(f"{_named('eval_n_codes')} must be 0 (off) or at least 2 (a covariance needs two codes), "
+                             "got 1")
         _check_int("seed", self.seed, minimum=0)
         for name, minimum in (("limit", 1), ("hidden", 1), ("channels", 1), ("blas_threads", 0)):
             if getattr(self, name) is not None:

@@ -114,7 +114,8 @@ def fit_vae_codes(gen, enc, params, enc_params, x_host, *, seed=0, batch_size=10
 def _fit_in_batches(gen, params, x_host, codes, batch_size):
     x_host = np.asarray(x_host, dtype=np.float64)
     if x_host.ndim < 1 or x_host.shape[0] < 2:
-        raise ValueError(f"fitting the codes' Gaussian needs at least 2 images, got {x_host.shape[:1]}")
+        raise ValueError(f"fitting the codes' Gaussian needs at least 2 images, got "
+                         f"{x_host.shape[0] if x_host.ndim else 0}")
     p0 = next(iter(params.values()))
     parts = []
     for a, b in _batches(x_host.shape[0], _positive_int("batch_size", batch_size)):

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from srl.train import TrainConfig
 
@@ -44,3 +45,33 @@ def test_rescore_evaluates_every_snapshot_twice_and_resumes(tmp_path):
     before = (run / "frechet-300.jsonl").read_text()
     assert lt.rescore(tmp_path / "runs", 300) == table
     assert (run / "frechet-300.jsonl").read_text() == before
+
+
+def test_rescore_with_the_codes_gaussian_samples_from_the_fitted_codes(tmp_path):
+    """``--codes M``: each snapshot's samples come from the Gaussian of the codes of its first M
+    training images (fitted with the run's s, K, σ, seed [seed, 7]), in their own file; the
+    figure of both sources is written."""
+    from srl.evaluate import fit_codes
+    from srl.train import load_data, load_run, split_run_params
+
+    lt = _script()
+    cfg = TrainConfig(**SMALL, epochs=1, out=str(tmp_path / "runs" / "small-seed0"))
+    lt.train_with_curve(cfg, 1, 20)
+    run = Path(cfg.out)
+    lt.rescore(tmp_path / "runs", 300, codes=50)
+    rows = [json.loads(l) for l in (run / "frechet-codes50-300.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["sample_seed"]) for r in rows] == [(1, 100), (1, 101)]
+    assert not (run / "frechet-300.jsonl").exists()  # the prior's file is another rescore
+
+    gen, params, s, c = load_run(run / "checkpoint-e0001.npz")
+    ds = load_data(c)
+    gen_p, _, _ = split_run_params(c, gen, params)
+    codes = fit_codes(gen, gen_p, ds.train[:50], step_size=s, n_steps=c.n_steps, sigma=c.sigma, seed=[c.seed, 7])
+    want = lt.frechet(gen, gen_p, c, ds, seed=100, n_samples=300, codes=codes)
+    assert rows[0]["frechet"] == want  # the same computation, bit for bit
+    assert want != lt.frechet(gen, gen_p, c, ds, seed=100, n_samples=300)  # not the prior's samples
+
+    lt.rescore(tmp_path / "runs", 300)
+    pytest.importorskip("matplotlib")
+    lt.plot_codes([("small", [run])], tmp_path / "fig.png", n_samples=300, codes=50)
+    assert (tmp_path / "fig.png").stat().st_size > 0
