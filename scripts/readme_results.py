@@ -7,7 +7,7 @@ Runs the three documented commands into a scratch directory, one after the other
     srl train --step-objective jacobian    --out WORK/jacobian
 
 then copies the pictures into ``docs/figures/`` (``train_curves.png``,
-``train_reconstructions.png`` and ``train_samples.png`` from the default run,
+``train_reconstructions.png``, ``train_samples.png`` and ``train_samples_codes.png`` from the default run,
 ``train_fixed_reconstructions.png`` from the fixed-step run) and rewrites the part of
 README.md between the markers ``<!-- main-job-results:begin -->`` and
 ``<!-- main-job-results:end -->``: the configuration sentence, the timings, the table of
@@ -58,6 +58,7 @@ PICTURES = [
     ("optimized", "training.png", "train_curves.png"),
     ("optimized", "reconstructions.png", "train_reconstructions.png"),
     ("optimized", "samples.png", "train_samples.png"),
+    ("optimized", "samples_codes.png", "train_samples_codes.png"),
     ("fixed", "reconstructions.png", "train_fixed_reconstructions.png"),
 ]
 
@@ -196,7 +197,10 @@ def render(res: dict, ctx: dict, *, machine: str, date: str, commit: str) -> str
         "|---|---|",
         "| ![curves](docs/figures/train_curves.png) | ![reconstructions](docs/figures/train_reconstructions.png) |",
         "",
-        "`samples.png` (z from the prior): ![samples](docs/figures/train_samples.png)",
+        "| `samples.png`: z from the prior | `samples_codes.png`: z from the Gaussian of the codes of "
+        f"{opt.get('n_codes', 1000)} training digits (docs/math.md eq. 3.3) |",
+        "|---|---|",
+        "| ![samples](docs/figures/train_samples.png) | ![samples from the codes](docs/figures/train_samples_codes.png) |",
         "",
         f"Held-out numbers ({opt['n_test']} test digits; bounds on the first {opt['n_bound']}), against the same "
         f"run with the step size held at the paper's s = {s0:g} "

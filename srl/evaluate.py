@@ -125,7 +125,7 @@ def _fit_in_batches(gen, params, x_host, codes, batch_size):
 
 def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_size=100, n_bound=None,
              iw_chains=8, frechet=True, n_samples=1000, fid_weights=None, workers=SINGLE,
-             dataset=None, x_codes=None) -> dict:
+             dataset=None, x_codes=None, codes=None) -> dict:
     """Held-out metrics (see the module docstring for units).
 
     ``x_test``: host array ``(N, *out_shape)``. ``n_bound`` limits how many test examples
@@ -134,7 +134,7 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
     FID against the test images when Inception weights are available (``fid_weights``).
     ``x_codes`` (host array of training images, optional): the Fréchet distance is also
     reported for samples from the Gaussian fitted to these images' codes (``*_codes``,
-    docs/math.md eq. 3.3).
+    docs/math.md eq. 3.3); ``codes`` (``fit_codes``'s result) gives that Gaussian instead.
 
     ``workers`` (``srl.distributed.Workers``): each batch is split across the workers, every
     worker drawing the noise of the whole batch and keeping its rows, and the sums are
@@ -184,9 +184,10 @@ def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_si
     if frechet and workers.is_main:
         out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
                                       fid_weights=fid_weights, dataset=dataset))
-        if x_codes is not None and len(x_codes):
+        if codes is None and x_codes is not None and len(x_codes):
             codes = fit_codes(gen, params, x_codes, step_size=step_size, n_steps=n_steps, sigma=sigma,
                               seed=[seed, 7], batch_size=batch_size)
+        if codes is not None:
             out.update(_codes_metrics(gen, params, codes, seed=seed, n_samples=n_samples, x_reference=x_test,
                                       fid_weights=fid_weights, dataset=dataset))
     return out
@@ -264,11 +265,12 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
 
 def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_size=100, n_bound=None,
                  iw_chains=8, elbo_samples=4, frechet=True, n_samples=1000, fid_weights=None,
-                 dataset=None, x_codes=None) -> dict:
+                 dataset=None, x_codes=None, codes=None) -> dict:
     """The VAE's held-out metrics in the same units as ``evaluate``: MSE of ``g(μ(x))``,
     −ELBO (mean of ``elbo_samples`` reparameterised draws) and the IWAE bound; with
     ``x_codes``, also the synthesis metrics of samples from the Gaussian of the encoder's
-    posterior samples on those images (``fit_vae_codes``)."""
+    posterior samples on those images (``fit_vae_codes``; ``codes``: that Gaussian, fitted
+    already)."""
     from . import vae
     from .random import standard_normal_groups
 
@@ -301,8 +303,9 @@ def evaluate_vae(gen, enc, params, enc_params, x_test, *, sigma, seed=0, batch_s
     if frechet:
         out.update(_synthesis_metrics(gen, params, seed=seed, n_samples=n_samples, x_reference=x_test,
                                       fid_weights=fid_weights, dataset=dataset))
-        if x_codes is not None and len(x_codes):
+        if codes is None and x_codes is not None and len(x_codes):
             codes = fit_vae_codes(gen, enc, params, enc_params, x_codes, seed=[seed, 7], batch_size=batch_size)
+        if codes is not None:
             out.update(_codes_metrics(gen, params, codes, seed=seed, n_samples=n_samples, x_reference=x_test,
                                       fid_weights=fid_weights, dataset=dataset))
     return out

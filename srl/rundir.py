@@ -50,7 +50,7 @@ from .vae import Encoder, split_params
 #: a directory holding any of these holds a run
 RUN_FILES = ("checkpoint.npz", "config.json", "metrics.jsonl")
 #: written at the end of a run
-RESULT_FILES = ("training.png", "samples.png", "reconstructions.png", "summary.json")
+RESULT_FILES = ("training.png", "samples.png", "samples_codes.png", "reconstructions.png", "summary.json")
 #: where a run that replaces another one writes until its first checkpoint
 STAGING = ".srl-new"
 #: fields that may differ on resume: they do not change the trajectory (epochs: see ``_check_resume``;
@@ -277,15 +277,21 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, 
     evaluation (split across them); worker 0 alone draws the pictures, evaluates a VAE and
     returns the metrics (the others return an empty dict).
     """
-    from .evaluate import evaluate, evaluate_vae, reconstruct, sample, to_backend
+    from .evaluate import evaluate, evaluate_vae, fit_codes, fit_vae_codes, reconstruct, sample, to_backend
     from .vae import reconstruct as vae_reconstruct
 
     out = Path(out)
     gen_p, enc_p = split_params(params)
+    codes = None  # the codes' Gaussian (docs/math.md eq. 3.3), fitted once on worker 0
+    if cfg.eval_n_codes and workers.is_main:
+        x_codes = ds.train[:cfg.eval_n_codes]
+        codes = (fit_vae_codes(gen, Encoder(gen), gen_p, enc_p, x_codes, seed=[cfg.seed, 7]) if cfg.method == "vae"
+                 else fit_codes(gen, gen_p, x_codes, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
+                                seed=[cfg.seed, 7]))
     if cfg.method != "vae":
         metrics = evaluate(gen, gen_p, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
                            seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data,
-                           workers=workers, x_codes=ds.train[:cfg.eval_n_codes] if cfg.eval_n_codes else None)
+                           workers=workers, codes=codes)
     if not workers.is_main:
         return {}
     p0 = gen_p[next(iter(gen_p))]
@@ -293,6 +299,9 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, 
     viz.plot_training(out / "training.png", history, title=f"{cfg.data} · {cfg.model} · {what}")
     xs = sample(gen, gen_p, 64, seed=[cfg.seed, 5])
     viz.save_grid(out / "samples.png", xs, title="samples g(z), z ~ N(0, I)")
+    if codes is not None:
+        xs = sample(gen, gen_p, 64, seed=[cfg.seed, 5], codes=codes)
+        viz.save_grid(out / "samples_codes.png", xs, title=f"samples g(z), z from the Gaussian of {codes.n} training codes")
     x = to_backend(ds.test[:32], p0)
     if cfg.method == "vae":
         xp = _backend.array_namespace(p0)
@@ -300,7 +309,7 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, 
         title = "held-out data (odd rows) and VAE reconstructions g(μ(x))"
         metrics = evaluate_vae(gen, Encoder(gen), gen_p, enc_p, ds.test, sigma=cfg.sigma, seed=cfg.seed,
                                n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data,
-                               x_codes=ds.train[:cfg.eval_n_codes] if cfg.eval_n_codes else None)
+                               codes=codes)
     else:
         x_hat, _ = reconstruct(gen, gen_p, x, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
                                seed=[cfg.seed, 6])

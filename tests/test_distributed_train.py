@@ -127,7 +127,7 @@ def test_two_workers_learn_the_parameters_of_one_process(two_workers, name, tmp_
 def test_only_worker_0_writes_the_run_directory(two_workers):
     root, rank0, _ = two_workers
     assert rank0["files"] == ["checkpoint.npz", "config.json", "metrics.jsonl", "reconstructions.png", "samples.png",
-                              "summary.json", "training.png"]
+                              "samples_codes.png", "summary.json", "training.png"]
     lines = (root / "fixed" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 8  # one line per iteration, not one per worker
 

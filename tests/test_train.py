@@ -108,12 +108,12 @@ def test_bad_training_arguments(tmp_path):
 def test_full_run_writes_artifacts_and_metrics(tmp_path):
     res = train(_cfg(tmp_path, epochs=2), progress=False)
     out = tmp_path / "run"
-    for name in ("metrics.jsonl", "training.png", "samples.png", "reconstructions.png", "checkpoint.npz",
-                 "config.json", "summary.json"):
+    for name in ("metrics.jsonl", "training.png", "samples.png", "samples_codes.png", "reconstructions.png",
+                 "checkpoint.npz", "config.json", "summary.json"):
         assert (out / name).stat().st_size > 0, name
     m = res.metrics
     for key in ("mse_per_pixel", "neg_elbo_jacobian_nats", "neg_elbo_reverse_nats", "neg_iw2_elbo_reverse_nats",
-                "frechet_digits"):
+                "frechet_digits", "frechet_digits_codes"):
         assert np.isfinite(m[key]), key
     # bits/dim are nats / (D ln 2) with D = 64
     assert m["neg_elbo_jacobian_bpd"] == pytest.approx(m["neg_elbo_jacobian_nats"] / (64 * np.log(2)))
