@@ -5,6 +5,7 @@
     python scripts/long_training.py --out RUNS --plot docs/figures/long_training.png
     python scripts/long_training.py --out RUNS --rescore 10000   # Fréchet of 10 000 samples, twice
     python scripts/long_training.py --out RUNS --rescore 10000 --codes 1000   # ... z from the codes' Gaussian
+    python scripts/long_training.py --out RUNS --rescore 10000 --codes 1000 --around 0,0.4,0.8   # z_i + h ε
     python scripts/long_training.py --out FIG.png --plot-codes "TITLE=RUN,RUN" ...   # both, by epoch
 
 Each variant is ``NAME`` (the ``srl train`` defaults) or ``NAME:key=value,key=value``
@@ -234,6 +235,61 @@ def plot_codes(panels, path: Path, *, n_samples=10000, codes=1000):
     print(f"wrote {path}")
 
 
+def around_codes(out_root: Path, n_samples: int, codes: int, widths, sample_seeds=(100, 101), *, runs=None) -> str:
+    """How the generator decodes the neighbourhood of its codes: at every snapshot, the
+    Fréchet distance of ``n_samples`` images ``g(z_i + h ε)``, ``z_i`` drawn uniformly from the
+    codes of the first ``codes`` training images (the chains of ``fit_codes``), ``ε ~ N(0, I)``,
+    for each ``h`` in ``widths`` (``h = 0``: the codes themselves), once per sample seed, in
+    ``RUN/frechet-codesM-around-N.jsonl`` (finished entries are skipped); returns a Markdown
+    table of each run's first and final snapshot (mean of the draws)."""
+    from srl import _backend
+    from srl.evaluate import chain_codes, image_metrics
+    from srl.train import load_data, load_run, split_run_params
+
+    lines = [f"| run | h | Fréchet ({n_samples} samples of g(z_i + h ε), z_i from {codes} training codes) by epoch |",
+             "|---|---|---|"]
+    for run in sorted(p.parent for p in out_root.glob("*/curve.jsonl")):
+        if runs is not None and run.name not in runs:
+            continue
+        path = run / f"frechet-codes{codes}-around-{n_samples}.jsonl"
+        rows = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+        ds = None
+        for snap in sorted(run.glob("checkpoint-e*.npz")):
+            epoch = int(snap.stem.rsplit("-e", 1)[1])
+            todo = [(h, ss) for h in widths for ss in sample_seeds
+                    if not any(r["epoch"] == epoch and r["h"] == h and r["sample_seed"] == ss for r in rows)]
+            if not todo:
+                continue
+            gen, params, s, cfg = load_run(snap)
+            ds = ds or load_data(cfg)
+            gen_p, _, _ = split_run_params(cfg, gen, params)
+            z = np.concatenate(chain_codes(gen, gen_p, ds.train[:codes], step_size=s, n_steps=cfg.n_steps,
+                                           sigma=cfg.sigma, seed=[cfg.seed, 7]), axis=1)  # (M, d)
+            p0 = next(iter(gen_p.values()))
+            xp = _backend.array_namespace(p0)
+            for h, ss in todo:
+                rng = np.random.default_rng(ss)
+                zs = z[rng.integers(0, z.shape[0], n_samples)] + h * rng.standard_normal((n_samples, z.shape[1]))
+                groups = np.split(zs, np.cumsum(gen.latent_dims)[:-1], axis=1)
+                x = gen.forward(gen_p, tuple(_backend.from_numpy(xp, g, dtype=p0.dtype, device=_backend.device(p0))
+                                             for g in groups))
+                m = image_metrics(gen, _backend.to_numpy(x), x_reference=ds.test, dataset=cfg.data)
+                rec = {"epoch": epoch, "h": h, "sample_seed": ss,
+                       "frechet": m.get("frechet_digits", m.get("frechet_fashion"))}
+                rows.append(rec)
+                with open(path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        for h in widths:
+            by = {}
+            for r in rows:
+                if r["h"] == h:
+                    by.setdefault(r["epoch"], []).append(r["frechet"])
+            if by:
+                curve = ", ".join(f"{e}: {np.mean(v):.2f}" for e, v in sorted(by.items()))
+                lines.append(f"| {run.name} | {h:g} | {curve} |")
+    return "\n".join(lines)
+
+
 def table(out_root: Path) -> str:
     """Markdown: for every run under ``out_root``, the best and the final held-out MSE and
     Fréchet distance (with their epochs), the final step sizes, λ_max and stability index."""
@@ -320,6 +376,8 @@ def main(argv=None):
                    help="re-evaluate the Fréchet distance of every snapshot with N samples, two independent draws")
     p.add_argument("--codes", type=int, default=0, metavar="M",
                    help="with --rescore: z from the Gaussian of the codes of M training images (docs/math.md eq. 3.3)")
+    p.add_argument("--around", type=lambda s: [float(v) for v in s.split(",")], default=None, metavar="H,H,...",
+                   help="with --rescore N --codes M: images g(z_i + h ε) around the codes z_i instead, for each h")
     p.add_argument("--runs", default=None, help="with --rescore: only these run directories (comma-separated)")
     p.add_argument("--plot-codes", nargs="+", default=None, metavar="TITLE=RUN,RUN,...",
                    help="write the Fréchet curves of prior and codes' samples to --out (a PNG path), one panel "
@@ -329,6 +387,11 @@ def main(argv=None):
     if a.plot_codes:
         panels = [(t, [Path(r) for r in runs.split(",")]) for t, runs in (arg.split("=", 1) for arg in a.plot_codes)]
         plot_codes(panels, out_root)
+        return 0
+    if a.rescore and a.around:
+        if not a.codes:
+            p.error("--around needs --codes M (the training images whose codes it samples around)")
+        print(around_codes(out_root, a.rescore, a.codes, a.around, runs=a.runs.split(",") if a.runs else None))
         return 0
     if a.rescore:
         print(rescore(out_root, a.rescore, codes=a.codes, runs=a.runs.split(",") if a.runs else None))

@@ -85,13 +85,20 @@ def sample(gen, params, n: int, *, seed=0, codes=None):
     return gen.forward(params, z)
 
 
-def fit_codes(gen, params, x_host, *, step_size, n_steps, sigma, seed=0, batch_size=100):
-    """The Gaussian of the codes ``z_K`` of one short-run chain per image of ``x_host``
-    (host array ``(N, *out_shape)``, training images), in batches: docs/math.md eq. (3.3)."""
+def chain_codes(gen, params, x_host, *, step_size, n_steps, sigma, seed=0, batch_size=100) -> tuple:
+    """The codes ``z_K`` of one short-run chain per image of ``x_host`` (host array
+    ``(N, *out_shape)``, training images), in batches (chain seeds ``[seed, first row]``):
+    one host float64 array ``(N, d_l)`` per group."""
     def codes(x, a):
         return reconstruct(gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=[seed, a])[1]
 
-    return _fit_in_batches(gen, params, x_host, codes, batch_size)
+    return _codes_in_batches(gen, params, x_host, codes, batch_size)
+
+
+def fit_codes(gen, params, x_host, *, step_size, n_steps, sigma, seed=0, batch_size=100):
+    """The Gaussian of eq. (3.3) (docs/math.md) fitted to ``chain_codes`` of ``x_host``."""
+    return code_gaussian.fit(chain_codes(gen, params, x_host, step_size=step_size, n_steps=n_steps, sigma=sigma,
+                                         seed=seed, batch_size=batch_size))
 
 
 def fit_vae_codes(gen, enc, params, enc_params, x_host, *, seed=0, batch_size=100):
@@ -108,10 +115,10 @@ def fit_vae_codes(gen, enc, params, enc_params, x_host, *, seed=0, batch_size=10
                                      device=_backend.device(p0))
         return tuple(m + xp.exp(0.5 * v) * e for m, v, e in zip(mu, lv, eps))
 
-    return _fit_in_batches(gen, params, x_host, codes, batch_size)
+    return code_gaussian.fit(_codes_in_batches(gen, params, x_host, codes, batch_size))
 
 
-def _fit_in_batches(gen, params, x_host, codes, batch_size):
+def _codes_in_batches(gen, params, x_host, codes, batch_size) -> tuple:
     x_host = np.asarray(x_host, dtype=np.float64)
     if x_host.ndim < 1 or x_host.shape[0] < 2:
         raise ValueError(f"fitting the codes' Gaussian needs at least 2 images, got "
@@ -120,7 +127,7 @@ def _fit_in_batches(gen, params, x_host, codes, batch_size):
     parts = []
     for a, b in _batches(x_host.shape[0], _positive_int("batch_size", batch_size)):
         parts.append([_backend.to_numpy(z) for z in codes(to_backend(x_host[a:b], p0), a)])
-    return code_gaussian.fit(tuple(np.concatenate([p[l] for p in parts]) for l in range(len(gen.latent_dims))))
+    return tuple(np.concatenate([p[l] for p in parts]).astype(np.float64) for l in range(len(gen.latent_dims)))
 
 
 def evaluate(gen, params, x_test, *, step_size, n_steps, sigma, seed=0, batch_size=100, n_bound=None,
@@ -231,6 +238,13 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
     the torch hub cache; never downloaded) — otherwise no FID is reported.
     """
     xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4], codes=codes))
+    return image_metrics(gen, xs, x_reference=x_reference, fid_weights=fid_weights, dataset=dataset)
+
+
+def image_metrics(gen, xs, *, x_reference=None, fid_weights=None, dataset=None) -> dict:
+    """The synthesis metrics of ``_synthesis_metrics`` for given images ``xs`` (host array
+    ``(n, *gen.out_shape)``), however they were drawn."""
+    n_samples = int(xs.shape[0])
     if tuple(gen.out_shape) == (1, 8, 8):
         from .frechet import digits_frechet
 

@@ -75,3 +75,38 @@ def test_rescore_with_the_codes_gaussian_samples_from_the_fitted_codes(tmp_path)
     pytest.importorskip("matplotlib")
     lt.plot_codes([("small", [run])], tmp_path / "fig.png", n_samples=300, codes=50)
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_around_codes_decodes_the_codes_and_their_neighbourhood(tmp_path):
+    """``--around``: h = 0 scores g at the codes themselves (drawn with replacement), h > 0 the
+    codes plus h ε; every entry is the same computation as by hand, and a rerun adds nothing."""
+    from srl.evaluate import chain_codes, fit_codes, image_metrics
+    from srl.train import load_data, load_run, split_run_params
+
+    lt = _script()
+    cfg = TrainConfig(**SMALL, epochs=1, out=str(tmp_path / "runs" / "small-seed0"))
+    lt.train_with_curve(cfg, 1, 20)
+    run = Path(cfg.out)
+    table = lt.around_codes(tmp_path / "runs", 300, 40, [0.0, 0.5], sample_seeds=(100,))
+    rows = {r["h"]: r["frechet"] for r in map(json.loads, (run / "frechet-codes40-around-300.jsonl").read_text()
+                                                 .splitlines())}
+    assert sorted(rows) == [0.0, 0.5] and rows[0.0] != rows[0.5]
+    assert f"| small-seed0 | 0.5 | 1: {rows[0.5]:.2f} |" in table
+
+    gen, params, s, c = load_run(run / "checkpoint-e0001.npz")
+    ds = load_data(c)
+    gen_p, _, _ = split_run_params(c, gen, params)
+    codes = chain_codes(gen, gen_p, ds.train[:40], step_size=s, n_steps=c.n_steps, sigma=c.sigma, seed=[c.seed, 7])
+    assert [z.shape for z in codes] == [(40, 2), (40, 3)] and codes[0].dtype == np.float64
+    # fit_codes is the Gaussian of exactly these codes
+    g = fit_codes(gen, gen_p, ds.train[:40], step_size=s, n_steps=c.n_steps, sigma=c.sigma, seed=[c.seed, 7])
+    np.testing.assert_array_equal(g.mean, np.concatenate(codes, axis=1).mean(axis=0))
+    z = np.concatenate(codes, axis=1)
+    rng = np.random.default_rng(100)
+    zs = z[rng.integers(0, 40, 300)] + 0.5 * rng.standard_normal((300, 5))
+    x = gen.forward(gen_p, (zs[:, :2].astype(np.float32), zs[:, 2:].astype(np.float32)))
+    assert image_metrics(gen, np.asarray(x), x_reference=ds.test)["frechet_digits"] == rows[0.5]
+
+    before = (run / "frechet-codes40-around-300.jsonl").read_text()
+    assert lt.around_codes(tmp_path / "runs", 300, 40, [0.0, 0.5], sample_seeds=(100,)) == table
+    assert (run / "frechet-codes40-around-300.jsonl").read_text() == before
