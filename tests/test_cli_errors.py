@@ -166,3 +166,23 @@ def test_samples_from_the_codes_gaussian(run_dir, tmp_path, capsys):
 def test_eval_json_output_is_unaffected_by_validation(run_dir, capsys):
     assert main(["eval", str(run_dir), "--n-bound", "3", "--iw-chains", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_bound"] == 3
+
+
+def test_a_vae_run_samples_from_its_posterior_samples_gaussian(tmp_path, capsys):
+    """``srl sample --from codes`` on a VAE run fits the Gaussian of the encoder's posterior
+    samples (``fit_vae_codes``), not of short-run chains: the written grid is that sample's."""
+    Image = pytest.importorskip("PIL.Image")
+    from srl import viz
+    from srl.evaluate import fit_vae_codes, sample
+    from srl.train import load_data, load_run, split_run_params
+
+    out = tmp_path / "vae"
+    assert main(["train", *TINY_ARGS, "--method", "vae", "--out", str(out)]) == 0
+    assert main(["sample", str(out), "-n", "4", "--from", "codes", "--n-codes", "30", "-o", str(tmp_path / "c.png")]) == 0
+    gen, params, _, cfg = load_run(out)
+    gen_p, enc, enc_p = split_run_params(cfg, gen, params)
+    codes = fit_vae_codes(gen, enc, gen_p, enc_p, load_data(cfg).train[:30], seed=[0, 7])
+    viz.save_grid(tmp_path / "want.png", sample(gen, gen_p, 4, seed=0, codes=codes),
+                  title=f"samples g(z), z from the Gaussian of {codes.n} training codes")
+    got, want = (np.asarray(Image.open(tmp_path / f)) for f in ("c.png", "want.png"))
+    np.testing.assert_array_equal(got, want)

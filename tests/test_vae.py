@@ -63,8 +63,10 @@ def test_vae_training_lowers_the_loss_and_reports(tmp_path):
     res = train(cfg, progress=False)
     e = [h["neg_elbo"] for h in res.history]
     assert np.mean(e[-4:]) < 0.8 * np.mean(e[:4])
-    for key in ("mse_per_pixel", "neg_elbo_vae_nats", "neg_iw4_elbo_vae_nats", "frechet_digits"):
+    for key in ("mse_per_pixel", "neg_elbo_vae_nats", "neg_iw4_elbo_vae_nats", "frechet_digits",
+                "frechet_digits_codes"):
         assert np.isfinite(res.metrics[key]), key
+    assert res.metrics["n_codes"] == 200 and (tmp_path / "vae" / "samples_codes.png").stat().st_size > 0
     assert res.metrics["neg_iw4_elbo_vae_nats"] <= res.metrics["neg_elbo_vae_nats"] + 1.0
     from srl.cli import main
 
