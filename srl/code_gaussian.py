@@ -38,6 +38,9 @@ def fit(codes) -> CodeGaussian:
     n = z.shape[0]
     if n < 2:
         raise ValueError(f"fitting the codes' Gaussian needs at least 2 codes, got {n}")
+    if not np.all(np.isfinite(z)):
+        bad = int(np.sum(~np.all(np.isfinite(z), axis=1)))
+        raise ValueError(f"{bad} of the {n} codes are not finite (NaN or inf); fit the Gaussian to finite codes only")
     mean = z.mean(axis=0)  # (d,)
     centred = z - mean  # (n, d)
     cov = centred.T @ centred / n  # (d, d), maximum likelihood

@@ -48,6 +48,11 @@ def test_latents_have_the_fitted_mean_and_covariance(n):
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="at least 2 codes"):
         code_gaussian.fit((np.zeros((1, 3)),))
+    codes = _codes(10)
+    codes[1][3, 2] = np.nan
+    codes[0][7, 0] = np.inf
+    with pytest.raises(ValueError, match="2 of the 10 codes are not finite"):
+        code_gaussian.fit(codes)
     g = code_gaussian.fit(_codes(10))
     xp = array_api_compat.numpy
     with pytest.raises(ValueError, match=r"eps must have shape \(n, 7\)"):
