@@ -80,6 +80,9 @@ def sample(gen, params, n: int, *, seed=0, codes=None):
     if codes is None:
         z = gen.prior(n, seed=seed, backend=_backend.backend_name(xp), dtype=dt, device=dev)
     else:
+        if codes.mean.shape[0] != gen.d:
+            raise ValueError(f"the codes' Gaussian has {codes.mean.shape[0]} dimensions but the generator's latent "
+                             f"space has {gen.d}: fit it to this generator's codes (fit_codes)")
         eps = host_rng(seed).standard_normal((n, gen.d))  # (n, d), float64 on the host
         z = code_gaussian.latents(codes, eps, gen.latent_dims, xp=xp, dtype=p0.dtype, device=dev)
     return gen.forward(params, z)
@@ -225,8 +228,15 @@ def _reconstruction_mse(gen, like, x_test, decode, batch_size, workers=SINGLE) -
 
 def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_weights=None, dataset=None,
                        codes=None) -> dict:
-    """Synthesis metrics of ``n_samples`` samples g(z), z ~ N(0, I) (or, with ``codes``, z
-    from the codes' Gaussian, eq. 3.3).
+    """``image_metrics`` of ``n_samples`` samples g(z), z ~ N(0, I) drawn with ``[seed, 4]``
+    (or, with ``codes``, z from the codes' Gaussian, eq. 3.3)."""
+    xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4], codes=codes))
+    return image_metrics(gen, xs, x_reference=x_reference, fid_weights=fid_weights, dataset=dataset)
+
+
+def image_metrics(gen, xs, *, x_reference=None, fid_weights=None, dataset=None) -> dict:
+    """Synthesis metrics of the images ``xs`` (host array ``(n, *gen.out_shape)``), however
+    they were drawn.
 
     8×8 digits: the digits Fréchet distance (``srl.frechet``). ``dataset="fashion-mnist"``
     (28×28 or padded 32×32 gray images, or those repeated to RGB for ``paper()``, which are
@@ -237,13 +247,6 @@ def _synthesis_metrics(gen, params, *, seed, n_samples, x_reference=None, fid_we
     found locally (``srl.inception.find_weights``: ``fid_weights``, ``$SRL_FID_WEIGHTS`` or
     the torch hub cache; never downloaded) — otherwise no FID is reported.
     """
-    xs = _backend.to_numpy(sample(gen, params, n_samples, seed=[seed, 4], codes=codes))
-    return image_metrics(gen, xs, x_reference=x_reference, fid_weights=fid_weights, dataset=dataset)
-
-
-def image_metrics(gen, xs, *, x_reference=None, fid_weights=None, dataset=None) -> dict:
-    """The synthesis metrics of ``_synthesis_metrics`` for given images ``xs`` (host array
-    ``(n, *gen.out_shape)``), however they were drawn."""
     n_samples = int(xs.shape[0])
     if tuple(gen.out_shape) == (1, 8, 8):
         from .frechet import digits_frechet

@@ -59,6 +59,9 @@ def test_bad_input_is_named():
         code_gaussian.latents(g, np.zeros((5, 6)), (3, 4), xp=xp, dtype=np.float64, device="cpu")
     with pytest.raises(ValueError, match="latent_dims must add up to 7"):
         code_gaussian.latents(g, np.zeros((5, 7)), (3, 3), xp=xp, dtype=np.float64, device="cpu")
+    gen = models.mlp(latent_dims=(2, 3), hidden=8)
+    with pytest.raises(ValueError, match="has 7 dimensions but the generator's latent space has 5"):
+        evaluate.sample(gen, gen.init(seed=0), 4, codes=g)
 
 
 @pytest.mark.parametrize("backend", _params([Backend.TORCH, Backend.ARRAY_API_STRICT, Backend.JAX]))
