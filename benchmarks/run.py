@@ -1,7 +1,7 @@
 """Benchmarks: srl (NumPy, PyTorch) against a plain PyTorch autograd implementation.
 
     python benchmarks/run.py                 # everything that runs on this machine
-    python benchmarks/run.py --suite core    # energy gradient and K=25 chain (issue: core)
+    python benchmarks/run.py --suite core    # energy gradient and K=25 chain
     python benchmarks/run.py --suite stepsize --ks 25,100
     python benchmarks/run.py --devices cpu,cuda   # add GPU rows where a device exists
     python benchmarks/run.py --hutchinson-k 0     # skip the (long) Hutchinson J_jac row

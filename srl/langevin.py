@@ -105,15 +105,15 @@ def resolve_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n):
 def stacked_noise(gen, xp, x, *, n_steps, seed, z0, noise, dtype, n, packed=False):
     """``resolve_noise`` with the noise as one ``(K, n, d_l)`` array per group (for
     ``srl.loop.fold`` and the compiled chain); the same values. ``packed`` (compiled JAX
-    calls): noise drawn from ``seed`` comes as ``(None, one (K + 1, n·d) array)``, one
-    transfer, split inside the compiled function; explicit noise is checked here for shapes
+    calls): noise drawn from ``seed`` comes as ``(None, one (K + 1, n·d) host array)``, moved
+    by the compiled call with its other inputs and split inside it; explicit noise is checked here for shapes
     and dtypes only, its NaN/inf test runs inside the compiled function."""
     from .compiled import packed_chain_noise, stack_noise, stacked_chain_noise
 
     dev = _backend.device(x)
     if z0 is None and noise is None:  # drawn and stacked on the host: one transfer per group
         if packed:
-            return None, packed_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
+            return None, packed_chain_noise(gen, seed=seed, n=n, n_steps=n_steps, dtype=dtype)
         return stacked_chain_noise(gen, xp, seed=seed, n=n, n_steps=n_steps, dtype=dtype, device=dev)
     z0, noise, stacked = _resolve(gen, xp, x, n_steps=n_steps, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n,
                                   test_finite=not packed)
