@@ -280,33 +280,23 @@ def _output(a, name):
     return Path(a.output or (run if run.is_dir() else run.parent) / name)
 
 
-def _test_data(cfg, gen):
+def _data(cfg, gen):
+    """The run's data set (``.train``, ``.test``), shaped for its generator."""
     from .train import load_data
 
-    return load_data(cfg, shape=gen.out_shape).test
-
-
-def _training_images(cfg, gen, n):
-    """The first ``n`` training images of the run's data (those the codes' Gaussian is fitted to)."""
-    from .train import load_data
-
-    return load_data(cfg, shape=gen.out_shape).train[:n]
+    return load_data(cfg, shape=gen.out_shape)
 
 
 def _cmd_sample(a):
     from . import viz
-    from .evaluate import fit_codes, fit_vae_codes, sample
+    from .evaluate import fit_run_codes, sample
 
     gen, gen_p, enc, enc_p, s, cfg = _load(a)
     out = viz.output_path(_output(a, "samples.png"))  # checked before the work
     codes, title = None, "samples g(z), z ~ N(0, I)"
     if a.source == "codes":
-        x_codes = _training_images(cfg, gen, a.n_codes)
-        if enc is None:
-            codes = fit_codes(gen, gen_p, x_codes, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                              seed=[a.seed, 7])
-        else:
-            codes = fit_vae_codes(gen, enc, gen_p, enc_p, x_codes, seed=[a.seed, 7])
+        codes = fit_run_codes(gen, gen_p, enc, enc_p, _data(cfg, gen).train[:a.n_codes], step_size=s,
+                              n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed)
         title = f"samples g(z), z from the Gaussian of {codes.n} training codes"
     out = viz.save_grid(out, sample(gen, gen_p, a.n, seed=a.seed, codes=codes), title=title)
     print(f"wrote {out}")
@@ -319,7 +309,7 @@ def _cmd_reconstruct(a):
 
     gen, gen_p, enc, enc_p, s, cfg = _load(a)
     out = viz.output_path(_output(a, "reconstructions.png"))  # checked before the work
-    x = to_backend(_test_data(cfg, gen)[:a.n], gen_p[next(iter(gen_p))])
+    x = to_backend(_data(cfg, gen).test[:a.n], gen_p[next(iter(gen_p))])
     if enc is not None:
         x_hat = vae.reconstruct(_backend.array_namespace(x), gen, enc, gen_p, enc_p, x)
     else:
@@ -343,17 +333,16 @@ def _cmd_eval(a):
             from . import inception
 
             inception.load_fid_inception(a.fid_weights)  # a bad weights file fails before the evaluation
-        test = _test_data(cfg, gen)
+        ds = _data(cfg, gen)  # read once: the test images, and the training images of the codes' Gaussian
+        test, x_codes = ds.test, (ds.train[:a.n_codes] if a.n_codes else None)
         if enc is not None:  # the VAE's evaluation is not split: worker 0 does it alone
             metrics = {} if not workers.is_main else evaluate_vae(
                 gen, enc, gen_p, enc_p, test, sigma=cfg.sigma, seed=a.seed, n_bound=a.n_bound, iw_chains=a.iw_chains,
-                fid_weights=a.fid_weights, dataset=cfg.data,
-                x_codes=_training_images(cfg, gen, a.n_codes) if a.n_codes else None)
+                fid_weights=a.fid_weights, dataset=cfg.data, x_codes=x_codes)
         else:
             metrics = evaluate(gen, gen_p, test, step_size=s, n_steps=cfg.n_steps, sigma=cfg.sigma, seed=a.seed,
                                n_bound=a.n_bound, iw_chains=a.iw_chains, fid_weights=a.fid_weights, dataset=cfg.data,
-                               workers=workers,
-                               x_codes=_training_images(cfg, gen, a.n_codes) if a.n_codes else None)
+                               workers=workers, x_codes=x_codes)
     finally:
         workers.close()
     if not workers.is_main:

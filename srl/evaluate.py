@@ -108,6 +108,7 @@ def fit_vae_codes(gen, enc, params, enc_params, x_host, *, seed=0, batch_size=10
     """The VAE's counterpart of ``fit_codes``: one posterior sample
     ``z = μ_φ(x) + exp(λ_φ(x)/2) ⊙ ε`` (eq. 8.1) per image, ε drawn from ``seed``."""
     from .random import standard_normal_groups
+    from .vae import posterior_sample
 
     p0 = next(iter(params.values()))
     xp = _backend.array_namespace(p0)
@@ -116,9 +117,18 @@ def fit_vae_codes(gen, enc, params, enc_params, x_host, *, seed=0, batch_size=10
         mu, lv, _ = enc.forward(xp, enc_params, x)
         eps = standard_normal_groups(host_rng([seed, a]), x.shape[0], gen.latent_dims, xp=xp, dtype=p0.dtype,
                                      device=_backend.device(p0))
-        return tuple(m + xp.exp(0.5 * v) * e for m, v, e in zip(mu, lv, eps))
+        return posterior_sample(xp, mu, lv, eps)
 
     return code_gaussian.fit(_codes_in_batches(gen, params, x_host, codes, batch_size))
+
+
+def fit_run_codes(gen, params, enc, enc_params, x_host, *, step_size, n_steps, sigma, seed):
+    """The codes' Gaussian of a trained run, as ``srl train``, ``srl eval`` and ``srl sample``
+    fit it: ``fit_vae_codes`` for a VAE (``enc`` given), else ``fit_codes``; chains or
+    posterior noise seeded ``[seed, 7]``."""
+    if enc is not None:
+        return fit_vae_codes(gen, enc, params, enc_params, x_host, seed=[seed, 7])
+    return fit_codes(gen, params, x_host, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=[seed, 7])
 
 
 def _codes_in_batches(gen, params, x_host, codes, batch_size) -> tuple:

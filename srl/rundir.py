@@ -277,17 +277,16 @@ def finish(cfg: TrainConfig, gen, params, step_size, history, ds, out: Path, *, 
     evaluation (split across them); worker 0 alone draws the pictures, evaluates a VAE and
     returns the metrics (the others return an empty dict).
     """
-    from .evaluate import evaluate, evaluate_vae, fit_codes, fit_vae_codes, reconstruct, sample, to_backend
+    from .evaluate import evaluate, evaluate_vae, fit_run_codes, reconstruct, sample, to_backend
     from .vae import reconstruct as vae_reconstruct
 
     out = Path(out)
     gen_p, enc_p = split_params(params)
     codes = None  # the codes' Gaussian (docs/math.md eq. 3.3), fitted once on worker 0
     if cfg.eval_n_codes and workers.is_main:
-        x_codes = ds.train[:cfg.eval_n_codes]
-        codes = (fit_vae_codes(gen, Encoder(gen), gen_p, enc_p, x_codes, seed=[cfg.seed, 7]) if cfg.method == "vae"
-                 else fit_codes(gen, gen_p, x_codes, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
-                                seed=[cfg.seed, 7]))
+        codes = fit_run_codes(gen, gen_p, Encoder(gen) if cfg.method == "vae" else None, enc_p,
+                              ds.train[:cfg.eval_n_codes], step_size=step_size, n_steps=cfg.n_steps,
+                              sigma=cfg.sigma, seed=cfg.seed)
     if cfg.method != "vae":
         metrics = evaluate(gen, gen_p, ds.test, step_size=step_size, n_steps=cfg.n_steps, sigma=cfg.sigma,
                            seed=cfg.seed, n_bound=cfg.eval_n_bound, iw_chains=cfg.eval_iw_chains, dataset=cfg.data,

@@ -131,6 +131,11 @@ def neg_elbo(xp, gen, enc, params, enc_params, x, eps, sigma, *, want_grads=True
     return values, grads_gen, grads_enc, {"residual": residual, "mu": mu}
 
 
+def posterior_sample(xp, mu, lv, eps) -> tuple:
+    """``z = μ + exp(λ/2) ⊙ ε`` per group (eq. 8.1): a sample of ``q(z | x)`` from standard normal ``eps``."""
+    return tuple(m + xp.exp(0.5 * l) * e for m, l, e in zip(mu, lv, eps))
+
+
 def iw_bound(xp, gen, enc, params, enc_params, x, sigma, *, n_samples, seed=0):
     """Per-example ``−log (1/M) Σ_m p(x, z_m)/q(z_m|x)``, ``z_m ~ q`` (IWAE, in nats)."""
     mu, lv, _ = enc.forward(xp, enc_params, x)
@@ -139,7 +144,7 @@ def iw_bound(xp, gen, enc, params, enc_params, x, sigma, *, n_samples, seed=0):
     logws = []
     for _ in range(int(n_samples)):
         eps = standard_normal_groups(rng, n, gen.latent_dims, xp=xp, dtype=x.dtype, device=_backend.device(x))
-        z = tuple(m + xp.exp(0.5 * l) * e for m, l, e in zip(mu, lv, eps))
+        z = posterior_sample(xp, mu, lv, eps)
         energy, _, _ = _value_and_grad(xp, gen, params, x, z, sigma)
         logq = None
         for l, e in zip(lv, eps):
