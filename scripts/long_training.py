@@ -235,6 +235,34 @@ def plot_codes(panels, path: Path, *, n_samples=10000, codes=1000):
     print(f"wrote {path}")
 
 
+def _score_snapshots(run: Path, path: Path, keys, scorer) -> list:
+    """The records of ``path`` (one JSON line each), completed: at every snapshot
+    (``checkpoint-eNNNN.npz``) of ``run``, each key (a dict of the fields that identify an
+    entry, besides the epoch) not recorded yet is scored and appended at once, so an
+    interrupted call resumes. ``scorer(gen, gen_p, s, cfg, ds)`` is called once per snapshot
+    with work to do and returns ``score(key) -> float``, recorded as ``"frechet"``."""
+    from srl.train import load_data, load_run, split_run_params
+
+    rows = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+    ds = None
+    for snap in sorted(run.glob("checkpoint-e*.npz")):
+        epoch = int(snap.stem.rsplit("-e", 1)[1])
+        todo = [k for k in keys
+                if not any(r["epoch"] == epoch and all(r[f] == v for f, v in k.items()) for r in rows)]
+        if not todo:
+            continue
+        gen, params, s, cfg = load_run(snap)
+        ds = ds or load_data(cfg)
+        gen_p, _, _ = split_run_params(cfg, gen, params)
+        score = scorer(gen, gen_p, s, cfg, ds)
+        for k in todo:
+            rec = {"epoch": epoch, **k, "frechet": score(k)}
+            rows.append(rec)
+            with open(path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+    return rows
+
+
 def around_codes(out_root: Path, n_samples: int, codes: int, widths, sample_seeds=(100, 101), *, runs=None) -> str:
     """How the generator decodes the neighbourhood of its codes: at every snapshot, the
     Fréchet distance of ``n_samples`` images ``g(z_i + h ε)``, ``z_i`` drawn uniformly from the
@@ -244,41 +272,31 @@ def around_codes(out_root: Path, n_samples: int, codes: int, widths, sample_seed
     table of each run's first and final snapshot (mean of the draws)."""
     from srl import _backend
     from srl.evaluate import chain_codes, image_metrics
-    from srl.train import load_data, load_run, split_run_params
+
+    def scorer(gen, gen_p, s, cfg, ds):
+        z = np.concatenate(chain_codes(gen, gen_p, ds.train[:codes], step_size=s, n_steps=cfg.n_steps,
+                                       sigma=cfg.sigma, seed=[cfg.seed, 7]), axis=1)  # (M, d)
+        p0 = next(iter(gen_p.values()))
+        xp = _backend.array_namespace(p0)
+
+        def score(k):
+            rng = np.random.default_rng(k["sample_seed"])
+            zs = z[rng.integers(0, z.shape[0], n_samples)] + k["h"] * rng.standard_normal((n_samples, z.shape[1]))
+            groups = np.split(zs, np.cumsum(gen.latent_dims)[:-1], axis=1)
+            x = gen.forward(gen_p, tuple(_backend.from_numpy(xp, g, dtype=p0.dtype, device=_backend.device(p0))
+                                         for g in groups))
+            m = image_metrics(gen, _backend.to_numpy(x), x_reference=ds.test, dataset=cfg.data)
+            return m.get("frechet_digits", m.get("frechet_fashion"))
+
+        return score
 
     lines = [f"| run | h | Fréchet ({n_samples} samples of g(z_i + h ε), z_i from {codes} training codes) by epoch |",
              "|---|---|---|"]
     for run in sorted(p.parent for p in out_root.glob("*/curve.jsonl")):
         if runs is not None and run.name not in runs:
             continue
-        path = run / f"frechet-codes{codes}-around-{n_samples}.jsonl"
-        rows = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
-        ds = None
-        for snap in sorted(run.glob("checkpoint-e*.npz")):
-            epoch = int(snap.stem.rsplit("-e", 1)[1])
-            todo = [(h, ss) for h in widths for ss in sample_seeds
-                    if not any(r["epoch"] == epoch and r["h"] == h and r["sample_seed"] == ss for r in rows)]
-            if not todo:
-                continue
-            gen, params, s, cfg = load_run(snap)
-            ds = ds or load_data(cfg)
-            gen_p, _, _ = split_run_params(cfg, gen, params)
-            z = np.concatenate(chain_codes(gen, gen_p, ds.train[:codes], step_size=s, n_steps=cfg.n_steps,
-                                           sigma=cfg.sigma, seed=[cfg.seed, 7]), axis=1)  # (M, d)
-            p0 = next(iter(gen_p.values()))
-            xp = _backend.array_namespace(p0)
-            for h, ss in todo:
-                rng = np.random.default_rng(ss)
-                zs = z[rng.integers(0, z.shape[0], n_samples)] + h * rng.standard_normal((n_samples, z.shape[1]))
-                groups = np.split(zs, np.cumsum(gen.latent_dims)[:-1], axis=1)
-                x = gen.forward(gen_p, tuple(_backend.from_numpy(xp, g, dtype=p0.dtype, device=_backend.device(p0))
-                                             for g in groups))
-                m = image_metrics(gen, _backend.to_numpy(x), x_reference=ds.test, dataset=cfg.data)
-                rec = {"epoch": epoch, "h": h, "sample_seed": ss,
-                       "frechet": m.get("frechet_digits", m.get("frechet_fashion"))}
-                rows.append(rec)
-                with open(path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+        keys = [{"h": h, "sample_seed": ss} for h in widths for ss in sample_seeds]
+        rows = _score_snapshots(run, run / f"frechet-codes{codes}-around-{n_samples}.jsonl", keys, scorer)
         for h in widths:
             by = {}
             for r in rows:
@@ -318,7 +336,11 @@ def rescore(out_root: Path, n_samples: int, sample_seeds=(100, 101), *, codes: i
     difference between the draws. ``codes``: the samples' z come from the Gaussian fitted to
     the codes of that many training images at each snapshot (``RUN/frechet-codesM-N.jsonl``)."""
     from srl.evaluate import fit_codes
-    from srl.train import load_data, load_run, split_run_params
+
+    def scorer(gen, gen_p, s, cfg, ds):
+        fitted = None if not codes else fit_codes(gen, gen_p, ds.train[:codes], step_size=s, n_steps=cfg.n_steps,
+                                                  sigma=cfg.sigma, seed=[cfg.seed, 7])
+        return lambda k: frechet(gen, gen_p, cfg, ds, seed=k["sample_seed"], n_samples=n_samples, codes=fitted)
 
     source = f"z from the codes' Gaussian of {codes} training images" if codes else "z ~ N(0, I)"
     lines = [f"| run | Fréchet ({n_samples} samples, {source}, mean of {len(sample_seeds)} draws) by epoch | "
@@ -327,24 +349,7 @@ def rescore(out_root: Path, n_samples: int, sample_seeds=(100, 101), *, codes: i
         if runs is not None and run.name not in runs:
             continue
         path = run / (f"frechet-codes{codes}-{n_samples}.jsonl" if codes else f"frechet-{n_samples}.jsonl")
-        rows = [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
-        ds = None
-        for snap in sorted(run.glob("checkpoint-e*.npz")):
-            epoch = int(snap.stem.rsplit("-e", 1)[1])
-            todo = [ss for ss in sample_seeds if not any(r["epoch"] == epoch and r["sample_seed"] == ss for r in rows)]
-            if not todo:
-                continue
-            gen, params, s, cfg = load_run(snap)
-            ds = ds or load_data(cfg)
-            gen_p, _, _ = split_run_params(cfg, gen, params)
-            fitted = None if not codes else fit_codes(gen, gen_p, ds.train[:codes], step_size=s, n_steps=cfg.n_steps,
-                                                      sigma=cfg.sigma, seed=[cfg.seed, 7])
-            for ss in todo:
-                rec = {"epoch": epoch, "sample_seed": ss,
-                       "frechet": frechet(gen, gen_p, cfg, ds, seed=ss, n_samples=n_samples, codes=fitted)}
-                rows.append(rec)
-                with open(path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+        rows = _score_snapshots(run, path, [{"sample_seed": ss} for ss in sample_seeds], scorer)
         epochs = sorted({r["epoch"] for r in rows})
         if not epochs:
             continue
