@@ -53,7 +53,7 @@ def _add_train(sub):
                        help="learn a generator with short-run inference",
                        description="Learn θ by short-run Langevin inference (docs/math.md §3) with step sizes optimized "
                                    "variationally (docs/math.md §4, §5). Writes metrics.jsonl, training.png, samples.png, "
-                                   "reconstructions.png, summary.json and checkpoint.npz to --out.",
+                                   "samples_codes.png, reconstructions.png, summary.json and checkpoint.npz to --out.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_options(p, TrainConfig)
     g = p.add_argument_group("run")
@@ -250,7 +250,10 @@ def _cmd_train(a):
     finally:
         workers.close()
     if workers.is_main:
-        print(f"wrote {res.out}/ (metrics.jsonl, training.png, samples.png, reconstructions.png, checkpoint.npz)")
+        from .rundir import RESULT_FILES, RUN_FILES
+
+        written = [name for name in RUN_FILES + RESULT_FILES if (Path(res.out) / name).exists()]
+        print(f"wrote {res.out}/ ({', '.join(written)})")
         if res.metrics:
             print(json.dumps(res.metrics, indent=2))
     return 0

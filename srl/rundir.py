@@ -4,7 +4,7 @@ read back.
     OUT/config.json        the configuration, the generator's architecture, the data fingerprint
     OUT/metrics.jsonl      one JSON line per iteration (flushed every iteration)
     OUT/checkpoint.npz     the training state (srl.checkpoint: atomic), the metric history
-    OUT/training.png, samples.png, reconstructions.png    pictures at the end of a run
+    OUT/training.png, samples.png, samples_codes.png, reconstructions.png    pictures at the end of a run
     OUT/summary.json       held-out metrics at the end of a run
 
 Rules (``srl train``):

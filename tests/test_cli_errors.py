@@ -186,3 +186,11 @@ def test_a_vae_run_samples_from_its_posterior_samples_gaussian(tmp_path, capsys)
                   title=f"samples g(z), z from the Gaussian of {codes.n} training codes")
     got, want = (np.asarray(Image.open(tmp_path / f)) for f in ("c.png", "want.png"))
     np.testing.assert_array_equal(got, want)
+
+
+def test_train_names_the_files_it_wrote(tmp_path, capsys):
+    """The closing line lists the run directory's files as they are, not a fixed list."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY_ARGS, "--out", str(out)]) == 0  # --no-eval: no pictures, no summary
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == f"wrote {out}/ (checkpoint.npz, config.json, metrics.jsonl)"
