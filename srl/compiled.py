@@ -263,12 +263,12 @@ def _build_objective():
 
     from .objectives import _objective
 
-    def f(gen, params, x, z0, noise, s, probes, sigma, kind, want_grad, n_chains, gradient, logdet, series_terms,
-          switches):
+    def f(gen, params, x, z0, noise, s, probes, sigma, kind, want_grad, n_chains, gradient, keep_activations,
+          logdet, series_terms, switches):
         def run():
             z0_, noise_ = _unpacked(gen, z0, noise)
             ch = _traced_chain_constants(gen, s, x.dtype, _backend.device(x))
-            opts = {"gradient": gradient}
+            opts = {"gradient": gradient, "keep_activations": keep_activations}
             if kind == "jacobian":
                 opts.update(logdet=logdet, probes=probes, series_terms=series_terms)
             return _objective(ch, params, x, z0_, noise_, sigma, kind=kind, want_grad=want_grad,
@@ -279,12 +279,12 @@ def _build_objective():
         ok = jnp.all(jnp.stack([*oks, finite]))
         return values, grad, ok, finite
 
-    return jax.jit(f, static_argnames=("gen", "sigma", "kind", "want_grad", "n_chains", "gradient", "logdet",
-                                       "series_terms", "switches"))
+    return jax.jit(f, static_argnames=("gen", "sigma", "kind", "want_grad", "n_chains", "gradient",
+                                       "keep_activations", "logdet", "series_terms", "switches"))
 
 
 def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n_chains, gradient,
-              logdet="exact", probes=None, series_terms=8):
+              keep_activations=False, logdet="exact", probes=None, series_terms=8):
     """Values ``(n,)`` and per-example s-gradients ``(n, L)`` (or None) of
     ``srl.objectives._objective`` compiled as one function: the K steps are one ``lax.scan``
     (``srl.loop.fold``) over the stacked ``noise`` (tuple of ``(K, n, d_l)``) and, for the
@@ -299,7 +299,7 @@ def objective(gen, params, x, z0, noise, step_size, sigma, *, kind, want_grad, n
     s = tuple(np.asarray(v, dtype=np.dtype(x.dtype)) for v in step_size)
     values, grad, ok, inputs_finite = _compiled("objective")(
         gen, params, x, _tuple(z0), _tuple(noise), s, probes, sigma, kind, bool(want_grad), int(n_chains),
-        gradient, logdet, int(series_terms), switches=_switches())
+        gradient, bool(keep_activations), logdet, int(series_terms), switches=_switches())
     if not bool(ok):  # one host read per objective evaluation
         if not bool(inputs_finite):  # the public call's validation error (data, parameters or given noise)
             raise_non_finite(gen, jnp, params, x, z0=z0, noise=noise)

@@ -49,16 +49,17 @@ def _energy(xp, gen, params, x, z, sigma):
 
 
 def _value_and_grad(xp, gen, params, x, z, sigma, *, want_params=False, want_energy=True,
-                    want_residual=False):
+                    want_residual=False, tape=None):
     """``(E (n,) or None, ∇_z Σ E tuple, ∇_θ Σ E dict or None)`` [+ residual ``g(z) − x``].
 
     ``z`` may hold jets (then ``∇_z`` holds jets and ``E`` is evaluated at the primal).
+    ``tape``: a list that receives the linearisation for ``_hvp_from_tape`` (plain ``z`` only).
     """
     x_hat, cache = gen.forward_cache(xp, params, z)  # (n, *out_shape)
     residual = x_hat - x  # g(z) − x
     g_xhat = residual * (1.0 / (sigma * sigma))  # ∂E/∂x̂
     grads = {} if want_params else None
-    gz = gen.backward(xp, params, g_xhat, cache, grads)  # J_gᵀ (g − x)/σ²
+    gz = gen.backward(xp, params, g_xhat, cache, grads, tape)  # J_gᵀ (g − x)/σ²
     gz = tuple(g + zl for g, zl in zip(gz, z))  # + ∇ ½‖z‖²
     energy = None
     if want_energy:
@@ -80,6 +81,18 @@ def _hvp(xp, gen, params, x, z, directions, sigma):
     zj = tuple(Jet(zl, vl) for zl, vl in zip(z, directions))
     gz = _grad_z(xp, gen, params, x, zj, sigma)
     return tuple(g.a for g in gz), tuple(g.b for g in gz)
+
+
+def _hvp_from_tape(xp, gen, params, tape, v, sigma):
+    """``H v`` at the point where ``_value_and_grad(..., tape=tape)`` ran, by a tangent pass
+    alone (``srl.layers``): no forward value is recomputed. ``v`` and the result are tuples
+    of ``(n, d_l)``; equal to ``_hvp`` with one direction, to round-off.
+
+        H v = v + d/dε [J_gᵀ (g − x)/σ²](z + ε v) = v + backward_jvp(jvp(v)/σ²)       (1.3)
+    """
+    t_xhat, tcache = gen.jvp(xp, params, v, tape)  # J_g v: (n, *out_shape)
+    tgz = gen.backward_jvp(xp, params, t_xhat * (1.0 / (sigma * sigma)), tcache)  # tangent of J_gᵀ (g − x)/σ²
+    return tuple(t + vl for t, vl in zip(tgz, v))  # + ∇²(½‖z‖²) v
 
 
 def unit_directions(xp, latent_dims, n, *, dtype, device):

@@ -117,24 +117,72 @@ class Generator:
         x_hat, c_out = self.out.forward(xp, params, h)  # (n, *out_shape)
         return x_hat, (caches, c_out)
 
-    def backward(self, xp, params, g_xhat, cache, grads: Optional[dict] = None):
-        """VJP: ``g_xhat (n, *out_shape)`` → tuple of ``(n, d_l)``; fills ``grads`` if given."""
+    def backward(self, xp, params, g_xhat, cache, grads: Optional[dict] = None, tape: Optional[list] = None):
+        """VJP: ``g_xhat (n, *out_shape)`` → tuple of ``(n, d_l)``; fills ``grads`` if given,
+        and appends the linearisation ``jvp`` reads to ``tape`` if given (``srl.layers``)."""
         caches, c_out = cache
-        gh = self.out.backward(xp, params, g_xhat, c_out, grads)  # (n, *feature)
+        gh = self.out.backward(xp, params, g_xhat, c_out, grads, tape)  # (n, *feature)
         gz = [None] * len(self.levels)
         for i in reversed(range(len(self.levels))):
             lv = self.levels[i]
             c_inj, c_p, c_r = caches[i]
-            ga = lv.res.backward(xp, params, gh, c_r, grads)  # into proj output
-            gu = lv.proj.backward(xp, params, ga, c_p, grads)  # (n, d_i)
+            ga = lv.res.backward(xp, params, gh, c_r, grads, tape)  # into proj output
+            gu = lv.proj.backward(xp, params, ga, c_p, grads, tape)  # (n, d_i)
             if lv.mu is None:
                 gz[i] = gu
             else:
                 c_mu, c_v, c_u = c_inj
-                gmu, gv, gz[i] = self.injection.backward(xp, gu, c_u)
+                gmu, gv, gz[i] = self.injection.backward(xp, gu, c_u, tape)
                 # h[i-1] feeds the skip, the μ head and the v head
-                gh = gh + lv.mu.backward(xp, params, gmu, c_mu, grads) + lv.v.backward(xp, params, gv, c_v, grads)
+                gh_mu = lv.mu.backward(xp, params, gmu, c_mu, grads, tape)  # (n, *feature)
+                gh = gh + gh_mu + lv.v.backward(xp, params, gv, c_v, grads, tape)
         return tuple(gz)
+
+    # ------------------------------------------------------- tangents (adjoint sweep)
+    def jvp(self, xp, params, tz, tape):
+        """Tangent of ``x̂`` along ``tz`` (tuple of ``(n, d_l)``) at the point whose ``backward``
+        filled ``tape``; returns ``(tx̂ (n, *out_shape), tcache)`` for ``backward_jvp``.
+
+        Reads ``tape`` in forward order, the exact reverse of ``backward``'s traversal (the
+        v head before the μ head, because ``backward`` runs μ's before v's)."""
+        entries = iter(reversed(tape))
+        tcaches = []
+        th = None
+        for i, lv in enumerate(self.levels):
+            if lv.mu is None:
+                tu, tc_inj = tz[i], None
+            else:
+                tv, tc_v = lv.v.jvp(xp, params, th, entries)  # (n, d_i)
+                tmu, tc_mu = lv.mu.jvp(xp, params, th, entries)  # (n, d_i)
+                tu, tc_u = self.injection.jvp(xp, tmu, tv, tz[i], entries)  # (n, d_i)
+                tc_inj = (tc_mu, tc_v, tc_u)
+            ta, tc_p = lv.proj.jvp(xp, params, tu, entries)  # (n, *feature)
+            tr, tc_r = lv.res.jvp(xp, params, ta, entries)  # (n, *feature)
+            th = tr if th is None else tr + th
+            tcaches.append((tc_inj, tc_p, tc_r))
+        t_xhat, tc_out = self.out.jvp(xp, params, th, entries)  # (n, *out_shape)
+        if next(entries, None) is not None:
+            raise RuntimeError("generator tangent pass: the tape holds more entries than the layers read")
+        return t_xhat, (tcaches, tc_out)
+
+    def backward_jvp(self, xp, params, tg_xhat, tcache):
+        """Tangent of ``backward``'s result given the tangent ``tg_xhat`` of its input:
+        tuple of ``(n, d_l)`` (mirrors ``backward``)."""
+        tcaches, tc_out = tcache
+        tgh = self.out.backward_jvp(xp, params, tg_xhat, tc_out)  # (n, *feature)
+        tgz = [None] * len(self.levels)
+        for i in reversed(range(len(self.levels))):
+            lv = self.levels[i]
+            tc_inj, tc_p, tc_r = tcaches[i]
+            tga = lv.res.backward_jvp(xp, params, tgh, tc_r)
+            tgu = lv.proj.backward_jvp(xp, params, tga, tc_p)  # (n, d_i)
+            if lv.mu is None:
+                tgz[i] = tgu
+            else:
+                tc_mu, tc_v, tc_u = tc_inj
+                tgmu, tgv, tgz[i] = self.injection.backward_jvp(xp, tgu, tc_u)
+                tgh = tgh + lv.mu.backward_jvp(xp, params, tgmu, tc_mu) + lv.v.backward_jvp(xp, params, tgv, tc_v)
+        return tuple(tgz)
 
     def forward(self, params, z):
         """``x̂ = g_θ(z)``, shape ``(n, *out_shape)`` (docs/math.md §7)."""

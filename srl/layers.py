@@ -8,6 +8,19 @@ Every layer follows the same two-function protocol (llm.c style):
 ``backward`` returns the VJP with respect to the input and, when ``grads`` is a dict,
 stores the parameter VJPs in it under the parameter names of ``docs/models.md``.
 
+Two more functions give Hessian-vector products from a stored linearisation (the adjoint
+sweep with ``keep_activations=True``, docs/math.md eq. 5.5):
+
+    backward(xp, params, gy, cache, None, tape)      # also appends to the list ``tape``
+    ty, tcache = layer.jvp(xp, params, tx, entries)  # tangent of the forward pass
+    tgx        = layer.backward_jvp(xp, params, tgy, tcache)  # tangent of the VJP
+
+``tape`` receives, from the nonlinear layers only, what the tangents need: ``(x, gy)`` per
+activation. ``jvp`` reads it in forward order (``entries = iter(reversed(tape))``), so its
+traversal must be the exact reverse of ``backward``'s. Linear layers store nothing: their
+tangent is the layer's own linear map without the bias, and the tangent of their VJP is the
+VJP itself. No forward value is recomputed; a tangent pass costs about one gradient pass.
+
 Inputs may be plain arrays or jets (``srl.jet``): linear maps go through
 ``jet.linear``, nonlinearities through ``elementwise.value``/``vjp``, products through
 the jet's product rule. The same code therefore yields gradients (plain arrays),
@@ -47,7 +60,13 @@ class Layer:
     def forward(self, xp, p, x):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def backward(self, xp, p, gy, cache, grads):  # pragma: no cover - abstract
+    def backward(self, xp, p, gy, cache, grads, tape=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def jvp(self, xp, p, tx, entries):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward_jvp(self, xp, p, tgy, tcache):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -83,7 +102,7 @@ class Dense(Layer):
             y = y + p[self.b_name]  # (n, out) + (out,)
         return y, x
 
-    def backward(self, xp, p, gy, x, grads):
+    def backward(self, xp, p, gy, x, grads, tape=None):
         _no_param_grads_for_jets(self, x, grads)
         W = p[self.w_name]  # (out, in)
         gx = gy.map(xp, lambda g: g @ W) if isinstance(gy, Jet) else gy @ W  # (n, out) @ (out, in) -> (n, in)
@@ -92,6 +111,12 @@ class Dense(Layer):
             if self.bias:
                 grads[self.b_name] = xp.sum(gy, axis=0)  # (out,)
         return gx
+
+    def jvp(self, xp, p, tx, entries):
+        return tx @ p[self.w_name].T, None  # (n, in) @ (in, out) -> (n, out)
+
+    def backward_jvp(self, xp, p, tgy, tcache):
+        return tgy @ p[self.w_name]  # (n, out) @ (out, in) -> (n, in)
 
 
 class _Convolution(Layer):
@@ -140,7 +165,7 @@ class Conv2d(_Convolution):
             return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), x
         return conv.conv2d(xp, x, W, b, stride=s, pad=pd), x  # (n, cout, ho, wo)
 
-    def backward(self, xp, p, gy, x, grads):
+    def backward(self, xp, p, gy, x, grads, tape=None):
         _no_param_grads_for_jets(self, x, grads)
         W = p[self.w_name]
         s, pd = self.stride, self.pad
@@ -154,6 +179,13 @@ class Conv2d(_Convolution):
             if self.bias:
                 grads[self.b_name] = gb
         return gx  # (n, cin, h, w)
+
+    def jvp(self, xp, p, tx, entries):
+        ty = conv.conv2d(xp, tx, p[self.w_name], None, stride=self.stride, pad=self.pad)  # (n, cout, ho, wo)
+        return ty, (tx.shape[2], tx.shape[3])  # the input's (h, w) for the VJP
+
+    def backward_jvp(self, xp, p, tgy, in_hw):
+        return conv.conv2d_input_vjp(xp, tgy, p[self.w_name], in_hw, stride=self.stride, pad=self.pad)  # (n, cin, h, w)
 
 
 class ConvTranspose2d(_Convolution):
@@ -172,7 +204,7 @@ class ConvTranspose2d(_Convolution):
             return (y + xp.reshape(b, (1, -1, 1, 1)) if b is not None else y), x
         return conv.conv_transpose2d(xp, x, W, b, stride=s, pad=pd), x  # (n, cout, H, W)
 
-    def backward(self, xp, p, gy, x, grads):
+    def backward(self, xp, p, gy, x, grads, tape=None):
         _no_param_grads_for_jets(self, x, grads)
         W = p[self.w_name]
         s, pd = self.stride, self.pad
@@ -186,6 +218,12 @@ class ConvTranspose2d(_Convolution):
             if self.bias:
                 grads[self.b_name] = gb
         return gx  # (n, cin, h, w)
+
+    def jvp(self, xp, p, tx, entries):
+        return conv.conv_transpose2d(xp, tx, p[self.w_name], None, stride=self.stride, pad=self.pad), None  # (n, cout, H, W)
+
+    def backward_jvp(self, xp, p, tgy, tcache):
+        return conv.conv_transpose2d_input_vjp(xp, tgy, p[self.w_name], stride=self.stride, pad=self.pad)  # (n, cin, h, w)
 
 
 class Reshape(Layer):
@@ -203,8 +241,14 @@ class Reshape(Layer):
     def forward(self, xp, p, x):
         return linear(xp, lambda v: xp.reshape(v, (v.shape[0], *self.shape)), x), None
 
-    def backward(self, xp, p, gy, cache, grads):
+    def backward(self, xp, p, gy, cache, grads, tape=None):
         return linear(xp, lambda g: xp.reshape(g, (g.shape[0], *self.in_shape)), gy)
+
+    def jvp(self, xp, p, tx, entries):
+        return xp.reshape(tx, (tx.shape[0], *self.shape)), None
+
+    def backward_jvp(self, xp, p, tgy, tcache):
+        return xp.reshape(tgy, (tgy.shape[0], *self.in_shape))
 
 
 # ---------------------------------------------------------------------- elementwise
@@ -223,13 +267,24 @@ class Activation(Layer):
         y, aux = self.prim.plain_forward(xp, x)
         return y, (x, aux)
 
-    def backward(self, xp, p, gy, cache, grads):
+    def backward(self, xp, p, gy, cache, grads, tape=None):
         x, aux = cache
         if isinstance(x, Jet):
             return x.apply(aux[1:]) * gy  # f'(x) as a jet, times gy
         if isinstance(gy, Jet):
             return ew.vjp(xp, self.prim, x, gy)
+        if tape is not None:
+            tape.append((x, gy))  # what the tangents need (module docstring)
         return self.prim.plain_vjp(xp, x, gy, aux)
+
+    def jvp(self, xp, p, tx, entries):
+        x, gy = next(entries)
+        f1, f2 = self.prim.tower(xp, x, 1, 2)  # f'(x), f''(x)
+        return f1 * tx, (f1, f2 * (tx * gy))
+
+    def backward_jvp(self, xp, p, tgy, tcache):
+        f1, curvature = tcache
+        return f1 * tgy + curvature  # d/dε [f'(x + ε tx) (gy + ε tgy)] = f'(x) tgy + f''(x) tx gy
 
 
 def GELU():
@@ -258,8 +313,14 @@ class Shift(Layer):
     def forward(self, xp, p, x):
         return x + self.c, None
 
-    def backward(self, xp, p, gy, cache, grads):
+    def backward(self, xp, p, gy, cache, grads, tape=None):
         return gy
+
+    def jvp(self, xp, p, tx, entries):
+        return tx, None
+
+    def backward_jvp(self, xp, p, tgy, tcache):
+        return tgy
 
 
 # ------------------------------------------------------------------------ structure
@@ -285,10 +346,22 @@ class Sequential(Layer):
             caches.append(c)
         return x, caches
 
-    def backward(self, xp, p, gy, caches, grads):
+    def backward(self, xp, p, gy, caches, grads, tape=None):
         for layer, c in zip(reversed(self.layers), reversed(caches)):
-            gy = layer.backward(xp, p, gy, c, grads)
+            gy = layer.backward(xp, p, gy, c, grads, tape)
         return gy
+
+    def jvp(self, xp, p, tx, entries):
+        tcaches = []
+        for layer in self.layers:
+            tx, tc = layer.jvp(xp, p, tx, entries)
+            tcaches.append(tc)
+        return tx, tcaches
+
+    def backward_jvp(self, xp, p, tgy, tcaches):
+        for layer, tc in zip(reversed(self.layers), reversed(tcaches)):
+            tgy = layer.backward_jvp(xp, p, tgy, tc)
+        return tgy
 
 
 class Residual(Layer):
@@ -310,8 +383,15 @@ class Residual(Layer):
         y, cache = self.body.forward(xp, p, x)
         return y + x, cache
 
-    def backward(self, xp, p, gy, cache, grads):
-        return self.body.backward(xp, p, gy, cache, grads) + gy
+    def backward(self, xp, p, gy, cache, grads, tape=None):
+        return self.body.backward(xp, p, gy, cache, grads, tape) + gy
+
+    def jvp(self, xp, p, tx, entries):
+        ty, tcache = self.body.jvp(xp, p, tx, entries)
+        return ty + tx, tcache
+
+    def backward_jvp(self, xp, p, tgy, tcache):
+        return self.body.backward_jvp(xp, p, tgy, tcache) + tgy
 
 
 class Injection:
@@ -326,8 +406,23 @@ class Injection:
         e = ew.value(xp, ew.EXP, v * 0.5)  # (n, d)
         return mu + e * z, (e, z)
 
-    def backward(self, xp, gu, cache):
+    def backward(self, xp, gu, cache, tape=None):
         e, z = cache
+        if tape is not None:
+            tape.append((e, z, gu))
         gz = e * gu  # (n, d)
         gv = (e * z) * gu * 0.5  # (n, d)
         return gu, gv, gz
+
+    def jvp(self, xp, tmu, tv, tz, entries):
+        """Tangent of ``u`` along ``(tμ, tv, tz)``, with ``te = ½ e ⊙ tv``."""
+        e, z, gu = next(entries)
+        te = (0.5 * e) * tv  # (n, d)
+        return tmu + te * z + e * tz, (e, z, gu, te, tz)
+
+    def backward_jvp(self, xp, tgu, tcache):
+        """Tangents of ``(gμ, gv, gz)`` given the tangent ``tgu`` of ``gu``."""
+        e, z, gu, te, tz = tcache
+        tgz = te * gu + e * tgu  # (n, d)
+        tgv = 0.5 * ((te * z + e * tz) * gu + (e * z) * tgu)  # (n, d)
+        return tgu, tgv, tgz

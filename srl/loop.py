@@ -20,10 +20,18 @@ from __future__ import annotations
 from . import compiled
 
 
+class Steps(list):
+    """Eager per-step outputs kept as a list of K trees instead of stacked (``fold(...,
+    stack=False)``): a leaf whose slice ``[k]`` is step k's tree. Saves a copy of large
+    per-step outputs (the adjoint sweep's stored linearisations)."""
+
+
 def tree_map(fn, tree):
     """``fn`` on every array leaf of a tree of tuples/lists (None stays None)."""
     if tree is None:
         return None
+    if isinstance(tree, Steps):
+        return fn(tree)
     if isinstance(tree, (tuple, list)):
         return type(tree)(tree_map(fn, t) for t in tree)
     return fn(tree)
@@ -32,7 +40,7 @@ def tree_map(fn, tree):
 def _leaves(tree):
     if tree is None:
         return []
-    if isinstance(tree, (tuple, list)):
+    if isinstance(tree, (tuple, list)) and not isinstance(tree, Steps):
         return [leaf for t in tree for leaf in _leaves(t)]
     return [tree]
 
@@ -49,11 +57,17 @@ def _stack(xp, trees):
 
 def length(xs) -> int:
     """K, the leading axis of the stacked inputs."""
-    return int(_leaves(xs)[0].shape[0])
+    first = _leaves(xs)[0]
+    return len(first) if isinstance(first, Steps) else int(first.shape[0])
 
 
-def fold(xp, step, carry, xs, *, reverse=False):
-    """``(carry, ys)`` after ``step`` over k = 0..K−1 (K−1..0 with ``reverse``); see module docstring."""
+def fold(xp, step, carry, xs, *, reverse=False, stack=True):
+    """``(carry, ys)`` after ``step`` over k = 0..K−1 (K−1..0 with ``reverse``); see module docstring.
+
+    ``stack=False``: eagerly, ``ys`` is a ``Steps`` list of the K per-step trees (no copy);
+    a compiled scan stacks them as always. Either form is a valid ``xs`` of another fold.
+    A tuple of bools chooses per element of a tuple ``y_k``.
+    """
     if compiled.tracing():
         from jax import lax
 
@@ -61,10 +75,13 @@ def fold(xp, step, carry, xs, *, reverse=False):
     K = length(xs)
     ys = []
     for k in (range(K - 1, -1, -1) if reverse else range(K)):
-        carry, y = step(carry, tree_map(lambda a: a[k, ...], xs))
+        carry, y = step(carry, tree_map(lambda a: a[k] if isinstance(a, Steps) else a[k, ...], xs))
         ys.append(y)
     if reverse:
         ys.reverse()
     if not ys or ys[0] is None:
         return carry, None
-    return carry, _stack(xp, ys)
+    if isinstance(stack, tuple):
+        return carry, tuple(_stack(xp, [y[i] for y in ys]) if st else Steps([y[i] for y in ys])
+                            for i, st in enumerate(stack))
+    return carry, (_stack(xp, ys) if stack else Steps(ys))

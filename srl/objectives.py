@@ -51,9 +51,10 @@ def _objective(ch, params, x, z0, noise, sigma, *, kind, want_grad, n_chains, **
     xr = xp.concat([x] * M, axis=0) if M > 1 else x
     if kind == "jacobian":
         v, gr = jacobian_bound(ch, params, xr, z0, noise, sigma, want_grad=want_grad,
-                               **{k: o for k, o in opts.items() if k != "gradient"})
+                               **{k: o for k, o in opts.items() if k not in ("gradient", "keep_activations")})
     elif want_grad and use_adjoint(opts.get("gradient", "auto"), ch.L):
-        v, gr = reverse_bound_adjoint(ch, params, xr, z0, noise, sigma)
+        v, gr = reverse_bound_adjoint(ch, params, xr, z0, noise, sigma,
+                                      keep_activations=opts.get("keep_activations", False))
     else:
         v, gr = reverse_bound(ch, params, xr, z0, noise, sigma, want_grad=want_grad)
     finite = xp.all(xp.isfinite(v))
@@ -76,7 +77,7 @@ def _objective(ch, params, x, z0, noise, sigma, *, kind, want_grad, n_chains, **
 
 
 def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, noise, n_chains, logdet,
-              n_probes, series_terms, probe_seed, want_grad, gradient="auto"):
+              n_probes, series_terms, probe_seed, want_grad, gradient="auto", keep_activations=False):
     """Validate the inputs once, draw the noise, run the objective."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -88,6 +89,11 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
         raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
     if gradient == "adjoint" and kind != "reverse":
         raise ValueError("gradient='adjoint' is implemented for kind='reverse' only")
+    if not isinstance(keep_activations, bool):
+        raise TypeError(f"keep_activations must be True or False, got {keep_activations!r}")
+    if keep_activations and (kind != "reverse" or gradient == "forward"):
+        raise ValueError("keep_activations applies to the adjoint sweep only: use kind='reverse' with "
+                         "gradient='adjoint' (or 'auto'), or leave keep_activations False")
     xp, dtype, n, sigma, K, s = prepare_chain(gen, params, x, sigma=sigma, n_steps=n_steps, step_size=step_size,
                                               compiled_finite_test=True)
     M = int(n_chains)
@@ -96,7 +102,7 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
     dev = _backend.device(x)
     z0, noise = stacked_noise(gen, xp, x, n_steps=K, seed=seed, z0=z0, noise=noise, dtype=dtype, n=n * M,
                               packed=compiled.active(xp))
-    opts = {"gradient": gradient}
+    opts = {"gradient": gradient, "keep_activations": keep_activations}
     if kind == "jacobian":
         probes = None
         if logdet == "hutchinson":  # drawn on the host, one (P, M·n, d) set per step
@@ -118,7 +124,8 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
 def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kind="jacobian",
                        z0=None, noise=None, n_chains: int = 1, logdet: str = "exact",
                        n_probes: int = 8, series_terms: int = 8, probe_seed=None,
-                       return_per_example: bool = False, gradient: str = "auto"):
+                       return_per_example: bool = False, gradient: str = "auto",
+                       keep_activations: bool = False):
     """Step-size objective values and their exact gradient in s (docs/math.md §4, §5, §7).
 
     Parameters
@@ -140,6 +147,14 @@ def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kin
     gradient : ``"forward"`` sensitivities (eq. 4.2, L tangents per step), ``"adjoint"``
         reverse sweep (eqs. 5.5, 5.6: one HVP per step; reverse kind only) or ``"auto"`` (adjoint when
         L > 2). Both are exact and agree to round-off.
+    keep_activations : adjoint sweep only. Keep, for every step, the linearisation that the
+        chain's gradient at ``z_k`` leaves (the input and incoming gradient of each of the
+        generator's nonlinearities), so that each Hessian-vector product of the reverse
+        sweep is a tangent pass alone: about one gradient pass instead of two, and the whole
+        gradient about 2 chains instead of 3 (docs/math.md, the adjoint sweep). Memory grows by
+        K times two arrays the size of each nonlinearity's input (``paper()``: about 3 MB
+        per example and step in float32). With ``"auto"`` it is ignored when L ≤ 2
+        (forward sensitivities keep no path).
 
     Returns
     -------
@@ -149,7 +164,7 @@ def stepsize_objective(gen, params, x, *, step_size, n_steps, sigma, seed=0, kin
     xp, values, per_example = _evaluate(
         gen, params, x, step_size=step_size, n_steps=n_steps, sigma=sigma, seed=seed, kind=kind, z0=z0,
         noise=noise, n_chains=n_chains, logdet=logdet, n_probes=n_probes, series_terms=series_terms,
-        probe_seed=probe_seed, want_grad=True, gradient=gradient)
+        probe_seed=probe_seed, want_grad=True, gradient=gradient, keep_activations=keep_activations)
     grad = xp.sum(per_example, axis=0)
     if return_per_example:
         return values, grad, per_example

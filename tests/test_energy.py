@@ -122,3 +122,44 @@ def test_seed_selects_the_documented_noise():
     b = srl.short_run(gen, p, x, step_size=0.1, n_steps=4, sigma=0.5, z0=z0, noise=noise)
     for u, w in zip(a, b):
         np.testing.assert_array_equal(to_np(u), to_np(w))
+
+
+@given(config=configs, n=st.integers(1, 3), seed=st.integers(0, 1000), sigma=st.floats(0.1, 1.0))
+def test_hvp_from_a_stored_tape_equals_the_jet_hvp(config, n, seed, sigma):
+    """The adjoint sweep's tangent pass through a stored linearisation (``srl.layers``:
+    ``jvp``/``backward_jvp``) against the first-order jet pass (1.3) at the same point."""
+    from srl.energy import _hvp, _hvp_from_tape, _value_and_grad
+
+    gen, p, x, z = make_problem(config, n=n, seed=seed)
+    v = like(np.random.default_rng(seed + 30), z)
+    tape = []
+    _value_and_grad(np, gen, p, x, z, sigma, want_energy=False, tape=tape)
+    got = _hvp_from_tape(np, gen, p, tape, v, sigma)
+    _, want = _hvp(np, gen, p, x, z, tuple(vl[None, ...] for vl in v), sigma)
+    scale = max(float(np.abs(a).max()) for a in want) + 1.0
+    for a, b in zip(got, want):  # the same products in another order: float64 round-off
+        np.testing.assert_allclose(a, b[0], rtol=1e-11, atol=1e-11 * scale)
+
+
+def test_hvp_from_a_stored_tape_on_the_paper_model():
+    """Every layer kind of ``paper()`` (transposed convolutions, the softplus/clamp variance
+    heads, tanh) in one tangent pass, against the jet HVP; and a tape of another model is
+    refused rather than misread."""
+    import pytest
+
+    from srl.energy import _hvp, _hvp_from_tape, _value_and_grad
+
+    gen = srl.models.paper()
+    p = gen.init(seed=0, backend="numpy", dtype="float64")
+    z = gen.prior(1, seed=1, backend="numpy", dtype="float64")
+    v = gen.prior(1, seed=2, backend="numpy", dtype="float64")
+    x = np.tanh(np.random.default_rng(3).standard_normal((1, *gen.out_shape)))
+    tape = []
+    _value_and_grad(np, gen, p, x, z, 0.3, want_energy=False, tape=tape)
+    got = _hvp_from_tape(np, gen, p, tape, v, 0.3)
+    _, want = _hvp(np, gen, p, x, z, tuple(vl[None, ...] for vl in v), 0.3)
+    scale = max(float(np.abs(a).max()) for a in want) + 1.0
+    for a, b in zip(got, want):  # float64 round-off over ~40 layers
+        np.testing.assert_allclose(a, b[0], rtol=1e-11, atol=1e-11 * scale)
+    with pytest.raises(RuntimeError, match="more entries"):
+        _hvp_from_tape(np, gen, p, tape[:1] + tape, v, 0.3)  # read last, after every layer

@@ -47,7 +47,7 @@ def _problem(n=4):
 
 
 @pytest.mark.parametrize("what", ["chain", "jacobian", "jacobian_values", "reverse_forward", "reverse_adjoint",
-                                  "hutchinson"])
+                                  "reverse_adjoint_kept", "hutchinson"])
 def test_host_reads_do_not_grow_with_the_number_of_steps(count_reads, what):
     gen, p, x = _problem()
     kw = dict(step_size=(0.1, 0.05), sigma=0.5, seed=1)
@@ -59,7 +59,8 @@ def test_host_reads_do_not_grow_with_the_number_of_steps(count_reads, what):
             return lambda: srl.objective_values(gen, p, x, n_steps=K, kind="jacobian", **kw)
         opts = {"jacobian": dict(kind="jacobian"), "hutchinson": dict(kind="jacobian", logdet="hutchinson"),
                 "reverse_forward": dict(kind="reverse", gradient="forward"),
-                "reverse_adjoint": dict(kind="reverse", gradient="adjoint")}[what]
+                "reverse_adjoint": dict(kind="reverse", gradient="adjoint"),
+                "reverse_adjoint_kept": dict(kind="reverse", gradient="adjoint", keep_activations=True)}[what]
         return lambda: srl.stepsize_objective(gen, p, x, n_steps=K, **opts, **kw)
 
     few, many = count_reads(run(2)), count_reads(run(12))

@@ -92,6 +92,7 @@ OBJECTIVES = {
     "jacobian hutchinson": dict(kind="jacobian", logdet="hutchinson", n_probes=3, series_terms=4),
     "reverse forward": dict(kind="reverse", gradient="forward", n_chains=2),
     "reverse adjoint": dict(kind="reverse", gradient="adjoint"),
+    "reverse adjoint, activations kept": dict(kind="reverse", gradient="adjoint", keep_activations=True),
 }
 
 
@@ -118,6 +119,7 @@ def test_compiled_objective_is_one_loop_whatever_k(name):
     gen, p, x, _ = make_problem(MLP, n=2, seed=1, backend="jax", dtype="float32", sigma=SIGMA)
     fn = compiled._compiled("objective")
     kind, gradient, M = kw.pop("kind"), kw.pop("gradient", "auto"), kw.pop("n_chains", 1)
+    keep = kw.pop("keep_activations", False)
     opts = dict(logdet=kw.get("logdet", "exact"), series_terms=kw.get("series_terms", 8))
 
     def program(K):
@@ -127,7 +129,7 @@ def test_compiled_objective_is_one_loop_whatever_k(name):
         if opts["logdet"] == "hutchinson":
             probes = jnp.ones((K, kw["n_probes"], 2 * M, gen.d), dtype=jnp.float32)
         s = (np.float32(0.1), np.float32(0.05))
-        traced = fn.trace(gen, p, x, z0, noise, s, probes, SIGMA, kind, True, M, gradient, opts["logdet"],
+        traced = fn.trace(gen, p, x, z0, noise, s, probes, SIGMA, kind, True, M, gradient, keep, opts["logdet"],
                           opts["series_terms"], switches=compiled._switches())
         return [e.primitive.name for e in traced.jaxpr.eqns]
 

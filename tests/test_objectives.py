@@ -69,11 +69,26 @@ def test_adjoint_and_forward_sensitivities_agree(config, n, K, M, seed):
     kw = dict(step_size=s, n_steps=K, sigma=0.5, seed=seed, kind="reverse", n_chains=M, return_per_example=True)
     vf, gf, pf = srl.stepsize_objective(gen, p, x, gradient="forward", **kw)
     va, ga, pa = srl.stepsize_objective(gen, p, x, gradient="adjoint", **kw)
+    vk, gk, pk = srl.stepsize_objective(gen, p, x, gradient="adjoint", keep_activations=True, **kw)
     np.testing.assert_array_equal(va, vf)  # one forward sweep (srl.reverse_bound.chain_sweep) computes both
+    np.testing.assert_array_equal(vk, vf)
     # different summation orders of the same exact terms: 1e-10 of the gradient's scale
     np.testing.assert_allclose(pa, pf, rtol=1e-10, atol=1e-10 * (np.abs(pf).max() + 1))
+    # the HVPs from the stored tapes instead of jets: the same terms again, round-off
+    np.testing.assert_allclose(pk, pf, rtol=1e-10, atol=1e-10 * (np.abs(pf).max() + 1))
     with pytest.raises(ValueError, match="adjoint"):
         srl.stepsize_objective(gen, p, x, step_size=s, n_steps=K, sigma=0.5, kind="jacobian", gradient="adjoint")
+
+
+@pytest.mark.parametrize("kw", [dict(kind="jacobian"), dict(kind="reverse", gradient="forward")])
+def test_keep_activations_is_refused_where_there_is_no_adjoint_sweep(kw):
+    gen, p, x, _ = make_problem({"kind": "mlp", "latent_dims": [2, 2], "hidden": 5, "out_shape": [1, 3, 3]},
+                                n=2, seed=0)
+    with pytest.raises(ValueError, match="keep_activations applies to the adjoint sweep only"):
+        srl.stepsize_objective(gen, p, x, step_size=0.1, n_steps=2, sigma=0.5, keep_activations=True, **kw)
+    with pytest.raises(TypeError, match="keep_activations must be True or False"):
+        srl.stepsize_objective(gen, p, x, step_size=0.1, n_steps=2, sigma=0.5, kind="reverse",
+                               keep_activations="yes")
 
 
 def test_iw_bound_reduces_to_reverse_and_is_tighter():
@@ -146,6 +161,34 @@ def test_no_per_step_activations_are_kept(kind, gradient):
     # state (plus, for the adjoint, the latents z_k, g_k: 2·(K+1)·16·5 floats) leaves it
     # flat. 25% slack absorbs allocator noise.
     assert large <= 1.25 * small, (small, large)
+
+
+def test_keep_activations_keeps_one_tape_per_step():
+    """With ``keep_activations`` the adjoint's memory grows by one tape per step: the peak at
+    K = 32 minus that at K = 4 is 28 tapes (tracemalloc), as the docstring says."""
+    from srl.energy import _value_and_grad
+    from srl.loop import _leaves
+
+    gen, p, x, z = make_problem({"kind": "conv", "latent_dims": [2, 3], "out_shape": [1, 8, 8], "channels": 8,
+                                 "proj_channels": 2, "proj_kernel": 3, "res_kernels": [3, 3], "inj_kernel": 3},
+                                n=16, seed=1)
+    tape = []
+    _value_and_grad(np, gen, p, x, z, 0.3, want_energy=False, tape=tape)
+    tape_bytes = sum(a.nbytes for a in _leaves(tape))
+
+    def peak(K, keep):
+        z0, noise = srl.random.chain_noise(0, 16, gen.latent_dims, K, xp=np, dtype=np.float64, device="cpu")
+        tracemalloc.start()
+        srl.stepsize_objective(gen, p, x, step_size=0.05, n_steps=K, sigma=0.3, z0=z0, noise=noise,
+                               kind="reverse", gradient="adjoint", keep_activations=keep)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    grown = peak(32, True) - peak(4, True)
+    # 28 tapes; the latents' own growth (z_k, g_k, r_k: 3·28·16·5 floats, about 2 % of it)
+    # and allocator noise fit in ±15 %
+    assert 0.85 * 28 * tape_bytes <= grown <= 1.15 * 28 * tape_bytes, (grown, 28 * tape_bytes)
 
 
 # ------------------------------------------------------------------- Hutchinson
