@@ -85,6 +85,10 @@ class TrainConfig:
                                   "run; docs/math.md §5, 'Choosing s')", group="inference")
     step_subset: int = option(32, "examples used per s update", group="inference")
     step_lr: float = option(0.05, "Adam learning rate on log s", group="inference")
+    step_keep_activations: bool = option(False, "reverse-kernel s-gradient by the adjoint sweep (more than two latent "
+                                         "groups): keep each Langevin step's linearisation, about 2 chains' time "
+                                         "instead of 3, memory K x 2 arrays per generator nonlinearity "
+                                         "(docs/math.md eq. 5.5)", group="inference", parse=bool)
     tied: bool = option(False, "one step size shared by all groups", group="inference", parse=bool)
     epochs: int = option(60, "passes over the training images", group="optimisation")
     batch_size: int = option(100, "minibatch size", group="optimisation")
@@ -154,6 +158,9 @@ class TrainConfig:
                                      and self.method == "shortrun"):
             raise ValueError(f"{_named('cuda_graphs')} records PyTorch CUDA kernels of the short-run method: use it "
                              f"with --backend torch --device cuda (and --method shortrun), or drop it")
+        if self.step_keep_activations and not (self.step_method == "gradient" and self.step_objective == "reverse"):
+            raise ValueError(f"{_named('step_keep_activations')} speeds up the gradient of the reverse-kernel bound: "
+                             "use it with --step-method gradient --step-objective reverse, or drop it")
         if self.tied and len(set(float(v) for v in values)) > 1:
             raise ValueError(f"{_named('tied')} shares one step size between the groups, but {_named('step_size')} "
                              f"gives {len(values)} different ones ({', '.join(map(str, values))}); give one value")

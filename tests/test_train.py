@@ -235,3 +235,28 @@ def test_step_sizes_are_held_after_step_iterations(tmp_path):
                  evaluate_at_end=False)
     assert [h["iteration"] for h in free.history if "step_objective" in h] == list(range(1, 17, 2))
     assert free.history[:6] == res.history[:6]  # the same run up to the hold
+
+
+def test_keeping_activations_changes_only_the_cost_of_the_step_size_gradient(tmp_path, monkeypatch):
+    """``--step-keep-activations`` (three latent groups: the adjoint sweep) trains the same run
+    as without, up to round-off, through the stored tapes; and it is refused where no adjoint
+    sweep runs."""
+    from srl import reverse_bound
+
+    calls = []
+    tangent_hvp = reverse_bound._hvp_from_tape
+    monkeypatch.setattr(reverse_bound, "_hvp_from_tape", lambda *a: calls.append(1) or tangent_hvp(*a))
+    kw = dict(latent_dims=(2, 2, 3), epochs=2, dtype="float64", step_method="gradient", step_objective="reverse")
+    base = train(_cfg(tmp_path, "base", **kw), progress=False, evaluate_at_end=False)
+    assert not calls
+    kept = train(_cfg(tmp_path, "kept", step_keep_activations=True, **kw), progress=False, evaluate_at_end=False)
+    assert len(calls) == 4 * 5  # four s-updates of K = 5 steps, one tangent HVP each
+    assert [h["iteration"] for h in kept.history if "step_objective" in h] == [1, 3, 5, 7]
+    # the same float64 run; the HVPs of the sweep sum the same terms in another order
+    np.testing.assert_allclose([h["step_size"] for h in kept.history], [h["step_size"] for h in base.history],
+                               rtol=1e-10)
+    np.testing.assert_allclose([h["energy"] for h in kept.history], [h["energy"] for h in base.history],
+                               rtol=1e-10)
+    with pytest.raises(ValueError, match="--step-keep-activations.*--step-objective reverse"):
+        train(_cfg(tmp_path, "jac", step_keep_activations=True, step_method="gradient", step_objective="jacobian"),
+              progress=False)
