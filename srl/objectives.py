@@ -109,7 +109,7 @@ def _evaluate(gen, params, x, *, step_size, n_steps, sigma, seed, kind, z0, nois
             if probe_seed is None:
                 probe_seed = [seed, 7919] if isinstance(seed, int) else 7919
             probes = rademacher_steps(host_rng(probe_seed), K, (int(n_probes), n * M, gen.d), xp=xp, dtype=dtype,
-                                      device=dev)
+                                      device=dev, host=compiled.active(xp))  # JAX: moved with the compiled call
         opts.update(logdet=logdet, probes=probes, series_terms=int(series_terms))
     if compiled.active(xp):  # JAX: one compiled call (srl.compiled)
         values, per_example = compiled.objective(gen, params, x, z0, noise, s, sigma, kind=kind,

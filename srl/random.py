@@ -81,8 +81,12 @@ def rademacher(rng, shape, *, xp, dtype, device):
     return from_numpy(xp, _signs(rng, shape), dtype=dtype, device=device)
 
 
-def rademacher_steps(rng, n_steps: int, shape, *, xp, dtype, device):
+def rademacher_steps(rng, n_steps: int, shape, *, xp, dtype, device, host=False):
     """``n_steps`` successive ``rademacher(rng, shape)`` draws stacked on the host and moved
-    at once: ``(n_steps, *shape)``, the same values as the successive calls."""
+    at once: ``(n_steps, *shape)``, the same values as the successive calls. ``host``: return
+    the host NumPy array in ``dtype`` instead (a compiled JAX call moves it with its other
+    inputs, cheaper than a separate transfer)."""
     signs = np.stack([_signs(rng, shape) for _ in range(n_steps)]) if n_steps else np.zeros((0, *shape))
+    if host:
+        return np.asarray(signs, dtype=np.dtype(dtype))
     return from_numpy(xp, signs, dtype=dtype, device=device)
