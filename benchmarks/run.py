@@ -266,6 +266,10 @@ def op(w, spec):
         return lambda: w.train_step(K)
     if what in ("reverse", "jacobian"):
         return lambda: w.objective(K, what)
+    if what == "reverse_adjoint":
+        return lambda: w.objective(K, "reverse", gradient="adjoint")
+    if what == "reverse_adjoint_kept":
+        return lambda: w.objective(K, "reverse", gradient="adjoint", keep_activations=True)
     if what == "jacobian_hutchinson":
         return lambda: w.objective(K, "jacobian", logdet="hutchinson", n_probes=4, series_terms=4)
     raise ValueError(what)

@@ -4,6 +4,8 @@ For a small mlp and a small conv generator, on identical weights and noise, comp
 srl on backend B
 
     energy, ∇z E, ∇θ E, H v, the chain z_K, J_jac and −log w with their s-gradients
+    (−log w's by forward sensitivities, by the adjoint sweep, and by the adjoint sweep with
+    the linearisation kept: three rows against the same oracle values)
 
 and compare with the independent float64 oracle ``srl.reference`` (values), with
 ``srl.interop.torch`` (torch.autograd, float64) when torch is installed and with
@@ -38,6 +40,15 @@ CONFIGS = {
 SIGMA, K, STEP = 0.4, 4, (0.12, 0.07)
 TOL64 = 1e-9
 TOL32 = 4 * math.sqrt(float(np.finfo(np.float32).eps))
+
+
+# The adjoint forms of d(-log w)/ds, each checked against the oracles' d(-log w)/ds.
+ADJOINT_ROWS = {"d(-log w)/ds adjoint": dict(gradient="adjoint"),
+                "d(-log w)/ds adjoint kept": dict(gradient="adjoint", keep_activations=True)}
+
+
+def _oracle_name(quantity: str) -> str:
+    return "d(-log w)/ds" if quantity in ADJOINT_ROWS else quantity
 
 
 def _flat(v):
@@ -81,6 +92,9 @@ def _srl_quantities(gen, cfg, backend, dtype, host):
                                            kind=kind)
         out[name] = val
         out[f"d{'J_jac' if kind == 'jacobian' else '(-log w)'}/ds"] = grad
+    for label, opts in ADJOINT_ROWS.items():
+        out[label] = srl.stepsize_objective(gen, p, x, step_size=STEP, n_steps=K, sigma=SIGMA, z0=z0, noise=noise,
+                                            kind="reverse", **opts)[1]
     return out
 
 
@@ -184,12 +198,13 @@ def _compare(backend, dtype, model) -> list:
         for q, value in mine.items():
             tol = TOL64 if dtype == "float64" else TOL32
             row = {"model": name, "quantity": q, "tol": tol}
-            if q in refq:
-                row["ref_abs"], row["ref_rel"] = _errors(value, refq[q])
-            if q in agq:
-                row["ag_abs"], row["ag_rel"] = _errors(value, agq[q])
-            if q in jaxq:
-                row["jax_abs"], row["jax_rel"] = _errors(value, jaxq[q])
+            o = _oracle_name(q)
+            if o in refq:
+                row["ref_abs"], row["ref_rel"] = _errors(value, refq[o])
+            if o in agq:
+                row["ag_abs"], row["ag_rel"] = _errors(value, agq[o])
+            if o in jaxq:
+                row["jax_abs"], row["jax_rel"] = _errors(value, jaxq[o])
             rels = [row[k] for k in ("ref_rel", "ag_rel", "jax_rel") if k in row]
             row["ok"] = bool(rels) and all(r <= tol for r in rels)
             rows.append(row)
@@ -217,12 +232,12 @@ def run_check(*, backend="numpy", dtype="float64", model="all", as_json=False, s
         fmt = lambda v: "—" if v is None else f"{v:.2e}"  # noqa: E731
         print(f"srl check: backend={backend} dtype={dtype}  (errors normwise: max|Δ| and max|Δ|/max|ref|)",
               file=stream)
-        head = f"{'model':5} {'quantity':13} {'vs reference abs':>16} {'rel':>9}   {'vs autograd abs':>15} {'rel':>9}" \
+        head = f"{'model':5} {'quantity':25} {'vs reference abs':>16} {'rel':>9}   {'vs autograd abs':>15} {'rel':>9}" \
                f"   {'vs jax abs':>10} {'rel':>9}   {'tol':>8}  status"
         print(head, file=stream)
         print("-" * len(head), file=stream)
         for r in rows:
-            print(f"{r['model']:5} {r['quantity']:13} {fmt(r.get('ref_abs')):>16} {fmt(r.get('ref_rel')):>9}   "
+            print(f"{r['model']:5} {r['quantity']:25} {fmt(r.get('ref_abs')):>16} {fmt(r.get('ref_rel')):>9}   "
                   f"{fmt(r.get('ag_abs')):>15} {fmt(r.get('ag_rel')):>9}   "
                   f"{fmt(r.get('jax_abs')):>10} {fmt(r.get('jax_rel')):>9}   {r['tol']:8.1e}  "
                   f"{'ok' if r['ok'] else 'FAIL'}", file=stream)

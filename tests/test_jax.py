@@ -248,7 +248,7 @@ def test_check_adds_the_jax_autodiff_column():
     rows = check.compare(backend="numpy", dtype="float64", model="mlp")
     names = {r["quantity"] for r in rows if "jax_rel" in r}
     assert names == {"energy", "grad_z", "grad_params", "hvp_z", "z_K", "J_jac", "dJ_jac/ds", "-log w",
-                     "d(-log w)/ds"}
+                     "d(-log w)/ds", "d(-log w)/ds adjoint", "d(-log w)/ds adjoint kept"}
     assert all(r["ok"] and r["jax_rel"] <= r["tol"] for r in rows)
 
 
