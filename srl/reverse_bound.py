@@ -81,7 +81,7 @@ def chain_sweep(ch, params, x, z0, noise, sigma, *, sensitivities: bool, keep_pa
     def step(carry, xi):
         z, g, t, Ht, grad, values = carry
         z_next = langevin_update(z, g, xi, ch.s)  # (2.1)
-        t_next = Ht_next = None
+        t_next = Ht_next = tape = None
         if sensitivities:
             t_next = ch.tangent_update(t, g, Ht, xi)  # (4.2)
             zj = tuple(Jet(zl, tl) for zl, tl in zip(z_next, t_next))

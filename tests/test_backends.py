@@ -55,6 +55,11 @@ def _all_outputs(config, backend, dtype):
                                            kind="jacobian"),
         "reverse": srl.stepsize_objective(gen, p, x, step_size=(0.1, 0.2), n_steps=2, sigma=SIGMA, seed=5,
                                           kind="reverse"),
+        "reverse, adjoint": srl.stepsize_objective(gen, p, x, step_size=(0.1, 0.2), n_steps=2, sigma=SIGMA,
+                                                   seed=5, kind="reverse", gradient="adjoint"),
+        "reverse, adjoint with the linearisation kept": srl.stepsize_objective(
+            gen, p, x, step_size=(0.1, 0.2), n_steps=2, sigma=SIGMA, seed=5, kind="reverse", gradient="adjoint",
+            keep_activations=True),
     }
 
 
