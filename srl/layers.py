@@ -15,8 +15,8 @@ sweep with ``keep_activations=True``, docs/math.md eq. 5.5):
     ty, tcache = layer.jvp(xp, params, tx, entries)  # tangent of the forward pass
     tgx        = layer.backward_jvp(xp, params, tgy, tcache)  # tangent of the VJP
 
-``tape`` receives, from the nonlinear layers only, what the tangents need: ``(x, gy)`` per
-activation. ``jvp`` reads it in forward order (``entries = iter(reversed(tape))``), so its
+``tape`` receives, from the nonlinear maps only, what the tangents need: ``(x, gy)`` per
+activation, ``(e, z, gu)`` per injection. ``jvp`` reads it in forward order (``entries = iter(reversed(tape))``), so its
 traversal must be the exact reverse of ``backward``'s. Linear layers store nothing: their
 tangent is the layer's own linear map without the bias, and the tangent of their VJP is the
 VJP itself. No forward value is recomputed; a tangent pass costs about one gradient pass.
@@ -278,9 +278,9 @@ class Activation(Layer):
         return self.prim.plain_vjp(xp, x, gy, aux)
 
     def jvp(self, xp, p, tx, entries):
-        x, gy = next(entries)
-        f1, f2 = self.prim.tower(xp, x, 1, 2)  # f'(x), f''(x)
-        return f1 * tx, (f1, f2 * (tx * gy))
+        x, gy = next(entries)  # the input and incoming gradient at the linearisation point: (n, *S) each
+        f1, f2 = self.prim.tower(xp, x, 1, 2)  # f'(x), f''(x): (n, *S)
+        return f1 * tx, (f1, f2 * (tx * gy))  # ty (n, *S); f'(x) and f''(x) tx gy for backward_jvp
 
     def backward_jvp(self, xp, p, tgy, tcache):
         f1, curvature = tcache
