@@ -37,15 +37,23 @@ def _np():
 
 # ----------------------------------------------------------------- stride-1 correlation
 def _band(x, k: int, pad: int):
-    """``x (N, C, H, W)`` → ``B (C, k, H + 2·pad, N, Wo)``, ``B[c, b, r, n, j] = xpad[n, c, r, j + b]``."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    """``x (N, C, H, W)`` → ``B (C, k, H + 2·pad, N, Wo)``, ``B[c, b, r, n, j] = xpad[n, c, r, j + b]``.
 
+    Written straight from ``x``, one strided copy per kernel column b (the padded input
+    itself is never formed), zeros only where ``xpad`` is zero."""
     np = _np()
     N, C, H, W = x.shape
-    xpad = np.zeros((C, H + 2 * pad, N, W + 2 * pad), dtype=x.dtype)  # (C, Hp, N, Wp)
-    xpad[:, pad:pad + H, :, pad:pad + W] = x.transpose(1, 2, 0, 3)
-    win = sliding_window_view(xpad, k, axis=3)  # (C, Hp, N, Wo, k): a view
-    return np.ascontiguousarray(win.transpose(0, 4, 1, 2, 3))  # (C, k, Hp, N, Wo): k copies of x
+    Hp, Wo = H + 2 * pad, W + 2 * pad - k + 1
+    B = np.empty((C, k, Hp, N, Wo), dtype=x.dtype)
+    B[:, :, :pad] = 0  # padded rows
+    B[:, :, pad + H:] = 0
+    xt = x.transpose(1, 2, 0, 3)  # (C, H, N, W); a contiguous view when x came from a band correlation
+    for b in range(k):
+        lo, hi = max(0, pad - b), min(Wo, W + pad - b)  # columns j whose source j + b − pad lies in x
+        B[:, b, pad:pad + H, :, :lo] = 0
+        B[:, b, pad:pad + H, :, hi:] = 0
+        B[:, b, pad:pad + H, :, lo:hi] = xt[:, :, :, lo + b - pad:hi + b - pad]
+    return B
 
 
 def _band_rows(B, a: int, Ho: int):

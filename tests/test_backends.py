@@ -313,3 +313,19 @@ def test_ndtr_generic_matches_math_erfc():
     got32 = special.ndtr_generic(xp, x.astype(np.float32))
     keep = want > 1e-30
     np.testing.assert_allclose(got32[keep], want[keep], rtol=2e-5)
+
+
+@pytest.mark.parametrize("shape,k,pad", [((2, 3, 5, 4), 3, 1), ((1, 2, 4, 6), 5, 2), ((3, 1, 3, 3), 2, 0),
+                                         ((2, 2, 4, 1), 3, 2), ((1, 2, 3, 4), 2, 3)])
+def test_numpy_band_is_its_definition(shape, k, pad):
+    """``B[c, b, r, n, j] = xpad[n, c, r, j + b]`` (backends/numpy.py), built entry by entry."""
+    from backends.numpy import _band
+
+    x = np.random.default_rng(0).standard_normal(shape)
+    N, C, H, W = shape
+    xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    Wo = W + 2 * pad - k + 1
+    want = np.empty((C, k, H + 2 * pad, N, Wo))
+    for c, b, r, n, j in np.ndindex(*want.shape):
+        want[c, b, r, n, j] = xpad[n, c, r, j + b]
+    np.testing.assert_array_equal(_band(x, k, pad), want)  # copies only: exact
