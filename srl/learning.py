@@ -63,8 +63,8 @@ def make_optimisers(cfg) -> Optimisers:
     elif cfg.step_method == "grid":
         step = GridSearch(kind=cfg.step_objective, tied=cfg.tied)
     else:
-        keep = {"keep_activations": True} if cfg.step_keep_activations else {}
-        step = AdamLogStep(kind=cfg.step_objective, lr=cfg.step_lr, tied=cfg.tied, **keep)
+        step = AdamLogStep(kind=cfg.step_objective, lr=cfg.step_lr, tied=cfg.tied,
+                           keep_activations=cfg.step_keep_activations)
     return Optimisers(theta, step)
 
 

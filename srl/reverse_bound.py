@@ -59,7 +59,7 @@ class Sweep(NamedTuple):
     g: tuple  # g_K
     t: Optional[tuple]  # t_K (forward sensitivities), or None
     grad: Optional[object]  # Σ_k r_k·∂r_k/∂s (n, L) (forward sensitivities), or None
-    path: Optional[tuple]  # (g_0, z_1..z_K, g_1..g_K, r_0..r_{K−1}, tapes_1..K or None) for the adjoint, or None
+    path: Optional[tuple]  # (g_0, z_1..z_K or their tapes, g_1..g_K, r_0..r_{K−1}) for the adjoint, or None
 
 
 def chain_sweep(ch, params, x, z0, noise, sigma, *, sensitivities: bool, keep_path: bool,
@@ -69,8 +69,9 @@ def chain_sweep(ch, params, x, z0, noise, sigma, *, sensitivities: bool, keep_pa
 
     ``sensitivities``: also carry ``t_k``, ``H_k t_k`` and the sum of (5.2)'s
     ``r_k·∂r_k/∂s``. ``keep_path``: keep ``z_k``, ``g_k``, ``r_k`` (k ≥ 1, stacked
-    ``(K, n, d_l)``) for ``adjoint_gradient``; ``keep_activations``: and the tapes of
-    g_1..g_K (a ``srl.loop.Steps`` list eagerly, stacked when compiled).
+    ``(K, n, d_l)``) for ``adjoint_gradient``; with ``keep_activations`` the tapes of
+    g_1..g_K take the place of z_1..z_K (a ``srl.loop.Steps`` list eagerly, stacked when
+    compiled).
     Raises ``DivergenceError`` when ``z_K`` is not finite or has exploded.
     """
     xp, gen, L = ch.xp, ch.gen, ch.L
@@ -99,21 +100,16 @@ def chain_sweep(ch, params, x, z0, noise, sigma, *, sensitivities: bool, keep_pa
                 term = xp.sum(dr * rl[None, ...], axis=2)  # (L, n)
                 acc = term if acc is None else acc + term
             grad = grad + xp.permute_dims(acc, (1, 0))
-        out = None
-        if keep_path:
-            out = (z_next, g_next, r, tape) if keep_activations else (z_next, g_next, r)
+        out = ((tape if keep_activations else z_next), g_next, r) if keep_path else None
         return (z_next, g_next, t_next, Ht_next, grad, values), out
 
     t0 = ch.zeros_tangent(n) if sensitivities else None  # H_0 t_0 = 0 too
     grad0 = xp.zeros((n, L), dtype=ch.dtype, device=ch.device) if sensitivities else None
     carry = (z0, g0, t0, t0, grad0, log_normal(xp, z0))
-    stack = (True, True, True, False) if keep_path and keep_activations else True
-    (z, g, t, _, grad, values), path = fold(xp, step, carry, tuple(noise), stack=stack)
-    if path is not None and not keep_activations:
-        path = (*path, None)
+    (z, g, t, _, grad, values), path = fold(xp, step, carry, tuple(noise), stack=(not keep_activations, True, True))
     check_chain(xp, z, step_size=ch.s, sigma=sigma, n_steps=length(noise), what="step-size objective chain")
     values = values + _energy(xp, gen, params, x, z, sigma)  # + E(z_K)
-    return Sweep(values, g, t, grad, (g0, *path) if keep_path and path is not None else None)
+    return Sweep(values, g, t, grad, (g0, *path) if path is not None else None)
 
 
 def reverse_bound(ch, params, x, z0, noise, sigma, *, want_grad):
@@ -131,17 +127,18 @@ def reverse_bound_adjoint(ch, params, x, z0, noise, sigma, *, keep_activations=F
                      keep_activations=keep_activations)
     if sw.path is None:  # K = 0: −log w does not depend on s
         return sw.values, ch.xp.zeros((z0[0].shape[0], ch.L), dtype=ch.dtype, device=ch.device)
-    return sw.values, adjoint_gradient(ch, params, x, tuple(noise), sigma, *sw.path)
+    return sw.values, adjoint_gradient(ch, params, x, tuple(noise), sigma, *sw.path, from_tapes=keep_activations)
 
 
-def adjoint_gradient(ch, params, x, noise, sigma, g0, zs, gs, rs, tapes=None):
+def adjoint_gradient(ch, params, x, noise, sigma, g0, points, gs, rs, *, from_tapes=False):
     """``dℓ/ds (n, L)`` from the stored path by the reverse sweep (5.5) for ``λ_k`` and (5.6).
 
-    ``g0`` tuple of ``(n, d_l)``; ``zs``, ``gs``, ``rs``: z_1..z_K, g_1..g_K, r_0..r_{K−1}
-    as tuples of ``(K, n, d_l)`` stacks; ``noise`` likewise. ``tapes``: the linearisations
-    at z_1..z_K (``chain_sweep(keep_activations=True)``), which replace the jet HVP at
-    ``z_k`` by a tangent pass. The sweep runs k = K..1 as one reversed ``srl.loop.fold``
-    over i = k − 1.
+    ``g0`` tuple of ``(n, d_l)``; ``points``, ``gs``, ``rs``: z_1..z_K, g_1..g_K,
+    r_0..r_{K−1} as tuples of ``(K, n, d_l)`` stacks; ``noise`` likewise. ``from_tapes``:
+    ``points`` are instead the linearisations at z_1..z_K
+    (``chain_sweep(keep_activations=True)``), and each HVP is a tangent pass through them
+    instead of a jet pass at ``z_k``. The sweep runs k = K..1 as one reversed
+    ``srl.loop.fold`` over i = k − 1.
     """
     xp = ch.xp
     n = g0[0].shape[0]
@@ -153,14 +150,14 @@ def adjoint_gradient(ch, params, x, noise, sigma, g0, zs, gs, rs, tapes=None):
 
     def step(carry, inputs):
         lam, cols = carry  # λ_{k+1} (0 for k = K), the L columns (n,) accumulated so far
-        at_k, g_km1, g_k, r_km1, r_k, xi_km1, at_K = inputs  # at_k: z_k, or its tape
+        at_k, g_km1, g_k, r_km1, r_k, xi_km1, at_K = inputs  # at_k: z_k, or its tape (from_tapes)
         # v_k = A λ_{k+1} + ½ s ⊙ (r_{k−1} + r_k)   (λ_{K+1} = 0, r_K = 0)
         v = tuple((0.5 * sl * sl) * ll + (0.5 * sl) * (a + b) for sl, ll, a, b in zip(ch.s, lam, r_km1, r_k))
-        if tapes is None:
+        if from_tapes:
+            hv = _hvp_from_tape(xp, ch.gen, params, at_k, v, sigma)
+        else:
             _, hv = _hvp(xp, ch.gen, params, x, at_k, tuple(vl[None, ...] for vl in v), sigma)
             hv = tuple(h[0, ...] for h in hv)
-        else:
-            hv = _hvp_from_tape(xp, ch.gen, params, at_k, v, sigma)
         # λ_K = g_K − H_K v_K;  λ_k = λ_{k+1} − H_k v_k
         lam = tuple(ll + at_K * gl - h for ll, gl, h in zip(lam, gK, hv))
         # explicit s-dependence of step k−1: z_k = z_{k−1} − A g_{k−1} + s ξ_{k−1}, and r_{k−1}
@@ -173,7 +170,6 @@ def adjoint_gradient(ch, params, x, noise, sigma, g0, zs, gs, rs, tapes=None):
 
     zero = xp.zeros((n,), dtype=ch.dtype, device=ch.device)
     carry = (tuple(xp.zeros_like(gl) for gl in gK), (zero,) * ch.L)
-    points = zs if tapes is None else tapes
     (_, cols), _ = fold(xp, step, carry, (points, g_prev, gs, rs, r_next, noise, first), reverse=True)
     return xp.stack(cols, axis=1)
 
