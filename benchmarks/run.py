@@ -495,9 +495,8 @@ def suite_paper(rows, *, batch=16, K=25, have_jax=True, rounds=1):
             return _seconds(f, sync)
 
         chain = lambda: w.chain(K)  # noqa: E731
-        sweeps = {"reverse s-gradient (adjoint)": lambda: w.objective(K, "reverse", gradient="adjoint"),
-                  "reverse s-gradient (adjoint, activations kept)":
-                      lambda: w.objective(K, "reverse", gradient="adjoint", keep_activations=True)}
+        sweeps = {"reverse s-gradient (adjoint)": op(w, {"op": "reverse_adjoint", "K": K}),
+                  "reverse s-gradient (adjoint, activations kept)": op(w, {"op": "reverse_adjoint_kept", "K": K})}
         first = {}
         if impl == "jax":  # first calls compile
             first = {"chain": timed(chain), **{op: timed(f) for op, f in sweeps.items()}}
