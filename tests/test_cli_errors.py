@@ -65,6 +65,7 @@ CASES = [
     (["train", "--cuda-graphs"], "--cuda-graphs"),
     (["train", "--eval-n-codes", "-1"], "--eval-n-codes"),
     (["train", "--backend", "torch", "--cuda-graphs"], "--device cuda"),
+    (["train", "--step-keep-activations", "--step-objective", "jacobian"], "--step-objective reverse"),
     (["train", "--epochs", "0"], "--epochs"),
     (["train", "--batch-size", "0"], "--batch-size"),
     (["train", "--batch-size", "5000"], "--batch-size"),
